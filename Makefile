@@ -1,0 +1,33 @@
+# Set-up is two commands on a fresh machine: `make demo` and `make test`.
+# Each creates .venv if missing and installs what it needs; a stamp file makes
+# re-runs fast when the requirement files did not change.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	GRADIO_ANALYTICS_ENABLED=$${GRADIO_ANALYTICS_ENABLED:-False} $(BIN)/python app.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python -m lama bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache

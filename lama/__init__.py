@@ -1,0 +1,1 @@
+"""LaMa inpainting: Fast Fourier Convolution generator, safe weight loading, inference."""
