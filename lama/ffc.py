@@ -33,13 +33,15 @@ class FourierUnit(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
-        spec = torch.fft.rfftn(x, dim=(-2, -1), norm=self.fft_norm)  # [b, c, h, w//2+1] complex
+        dtype = x.dtype  # FFTs run in float32 for half/bfloat16 networks (no half FFT; fp16 overflows)
+        fft_dtype = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+        spec = torch.fft.rfftn(x.to(fft_dtype), dim=(-2, -1), norm=self.fft_norm)  # [b, c, h, w//2+1]
         spec = torch.stack((spec.real, spec.imag), dim=2)  # [b, c, 2, h, w']
-        spec = spec.reshape(b, -1, *spec.shape[3:])  # channels: c0.re, c0.im, c1.re, ...
+        spec = spec.reshape(b, -1, *spec.shape[3:]).to(dtype)  # channels: c0.re, c0.im, c1.re, ...
         spec = self.relu(self.bn(self.conv_layer(spec)))
-        spec = spec.reshape(b, -1, 2, *spec.shape[2:])
+        spec = spec.reshape(b, -1, 2, *spec.shape[2:]).to(fft_dtype)
         spec = torch.complex(spec[:, :, 0], spec[:, :, 1])
-        return torch.fft.irfftn(spec, s=(h, w), dim=(-2, -1), norm=self.fft_norm)
+        return torch.fft.irfftn(spec, s=(h, w), dim=(-2, -1), norm=self.fft_norm).to(dtype)
 
 
 class SpectralTransform(nn.Module):

@@ -17,6 +17,7 @@ The same unpickler reads the ``data.pkl`` of a TorchScript archive, so weights c
 
 from __future__ import annotations
 
+import codecs
 import collections
 import io
 import pickle
@@ -109,6 +110,7 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("builtins", "frozenset"): frozenset, ("builtins", "complex"): complex,
     ("builtins", "slice"): slice, ("builtins", "bytearray"): bytearray,
     ("torch", "Size"): torch.Size,
+    ("_codecs", "encode"): codecs.encode,  # how pickle protocol 2 stores bytes
     ("torch.jit._pickle", "restore_type_tag"): _identity,
     ("torch.jit._pickle", "build_intlist"): _identity,
     ("torch.jit._pickle", "build_doublelist"): _identity,

@@ -1,0 +1,155 @@
+"""Command line: ``python -m lama predict|convert``.
+
+predict: inpaint a file or a folder. Masks come from ``--mask`` (a file, or a folder matched by file
+stem) or, without it, from the official layout (``x.png`` beside ``x_mask000.png``, ``x_mask001.png``...).
+Existing outputs are skipped, so a re-run resumes; a bad file is reported and skipped, and the exit
+code is 1 if any file failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import LamaError
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+_MASK_NAME = re.compile(r"^(?P<stem>.+)_mask\d*$")
+
+
+@dataclass
+class Job:
+    image: Path
+    mask: Path
+    output: Path
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+
+
+def plan_jobs(inp: Path, mask: Path | None, out_dir: Path) -> tuple[list[Job], list[str]]:
+    """Pair images with masks; returns the jobs and the problems found while pairing."""
+    problems: list[str] = []
+    if not inp.exists():
+        raise LamaError(f"--input {inp} does not exist")
+    if mask is not None and not mask.exists():
+        raise LamaError(f"--mask {mask} does not exist")
+    if inp.is_file():
+        if mask is None:
+            masks = sorted(p for p in inp.parent.glob(f"{inp.stem}_mask*") if p.suffix.lower() in IMAGE_EXTS)
+            if not masks:
+                raise LamaError(f"no mask for {inp}: pass --mask or put {inp.stem}_mask.png beside it")
+            return [Job(inp, m, out_dir / f"{m.stem}{inp.suffix}") for m in masks], problems
+        m = mask if mask.is_file() else _match_by_stem(inp, mask)
+        if m is None:
+            raise LamaError(f"no mask named {inp.stem}.* in {mask}")
+        return [Job(inp, m, out_dir / inp.name)], problems
+
+    jobs: list[Job] = []
+    files = _images(inp)
+    if mask is None:  # the official layout: x.png with x_mask*.png in the same folder
+        by_stem = {p.stem: p for p in files if not _MASK_NAME.match(p.stem)}
+        for p in files:
+            mm = _MASK_NAME.match(p.stem)
+            if mm and mm.group("stem") in by_stem:
+                img = by_stem[mm.group("stem")]
+                jobs.append(Job(img, p, out_dir / f"{p.stem}{img.suffix}"))
+        with_mask = {j.image for j in jobs}
+        problems += [f"{p}: no mask ({p.stem}_mask*.png) found" for p in by_stem.values() if p not in with_mask]
+        return jobs, problems
+    for p in files:
+        m = mask if mask.is_file() else _match_by_stem(p, mask)
+        if m is None:
+            problems.append(f"{p}: no mask named {p.stem}.* in {mask}")
+        else:
+            jobs.append(Job(p, m, out_dir / p.name))
+    return jobs, problems
+
+
+def _match_by_stem(image: Path, folder: Path) -> Path | None:
+    for ext in sorted(IMAGE_EXTS):
+        for cand in (folder / f"{image.stem}{ext}", folder / f"{image.stem}{ext.upper()}"):
+            if cand.is_file():
+                return cand
+    return None
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .inpainter import load_model, save_image
+
+    jobs, problems = plan_jobs(Path(args.input), Path(args.mask) if args.mask else None, Path(args.output))
+    todo = [j for j in jobs if not j.output.exists()]
+    skipped = len(jobs) - len(todo)
+    for p in problems:
+        print(f"skipped: {p}", file=sys.stderr)
+    if not todo:
+        print(f"nothing to do: {skipped} output(s) already exist in {args.output}")
+        return 1 if problems else 0
+    model = load_model(args.model, device=args.device, preset=args.preset)
+    failed = len(problems)
+    for job in tqdm(todo, desc="inpainting", unit="img", disable=args.quiet):
+        try:
+            save_image(model(job.image, job.mask, dilate=args.dilate), job.output, quality=args.jpeg_quality)
+        except LamaError as e:
+            failed += 1
+            tqdm.write(f"failed: {job.image}: {e}", file=sys.stderr)
+    done = len(todo) - (failed - len(problems))
+    print(f"{done} written, {skipped} already done, {failed} failed -> {args.output}")
+    return 1 if failed else 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .checkpoint import load_generator, save_safetensors
+
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        raise LamaError(f"output must end in .safetensors, got {out}")
+    loaded = load_generator(args.source, preset=args.preset)
+    save_safetensors(loaded, out)
+    n = sum(p.numel() for p in loaded.generator.parameters())
+    print(f"wrote {out}: {n:,} parameters, n_blocks={loaded.config.get('n_blocks')} from {loaded.source}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lama", description="LaMa inpainting")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("predict", help="inpaint a file or a folder of images")
+    p.add_argument("--model", default=None,
+                   help="big-lama.zip, its folder, .ckpt, .safetensors, .pt, owner/repo[/file] or a preset "
+                        "(default: $LAMA_MODEL, else big-lama)")
+    p.add_argument("--input", required=True, help="an image or a folder of images")
+    p.add_argument("--mask", default=None, help="a mask file or a folder of masks matched by stem "
+                                                "(default: x_mask*.png beside each x.png)")
+    p.add_argument("--output", required=True, help="output folder")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
+    p.add_argument("--preset", default=None, help="structure for weight files without a config")
+    p.add_argument("--dilate", type=int, default=0, help="grow the mask by this many pixels")
+    p.add_argument("--jpeg-quality", type=int, default=95)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_predict)
+    c = sub.add_parser("convert", help="write generator-only safetensors with the config in its metadata")
+    c.add_argument("source")
+    c.add_argument("out")
+    c.add_argument("--preset", default=None)
+    c.set_defaults(func=cmd_convert)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except LamaError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

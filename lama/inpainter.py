@@ -1,0 +1,269 @@
+"""Inference: image and mask in, filled image out, with the official pre- and post-processing.
+
+The official ``predict.py`` pads the bottom/right edges to a multiple of 8 with symmetric padding,
+runs the generator on ``cat(image * (1 - mask), mask)``, crops back and converts to 8 bits by
+truncation (``clip(x * 255).astype(uint8)``); :class:`Inpainter` does the same, and pixels outside
+the mask are copied from the input, so they come back bit-identical.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import LamaError
+
+ImageLike = str | os.PathLike | Image.Image | np.ndarray
+PAD_MODULO = 8
+MIN_SIZE = 16  # the bottleneck must be at least 2x2 for the blocks' reflect padding
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading images and masks
+
+
+def _open(src: str | os.PathLike, what: str) -> Image.Image:
+    try:
+        img = Image.open(src)
+        img.load()
+    except FileNotFoundError as e:
+        raise LamaError(f"{what} file not found: {src}") from e
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        raise LamaError(f"cannot read {what} {src}: not an image or a corrupt file ({e})") from e
+    return ImageOps.exif_transpose(img)
+
+
+def _pil_to_array(img: Image.Image) -> np.ndarray:
+    """8-bit HxW, HxWx3 or HxWx4 array from any PIL mode (16-bit and float scaled down)."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0
+        return np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    if img.mode == "F":
+        return _array_to_uint8(np.asarray(img, dtype=np.float32))
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif img.mode in ("LA", "PA"):
+        img = img.convert("RGBA")
+    elif img.mode not in ("L", "RGB", "RGBA", "1"):
+        img = img.convert("RGB")
+    if img.mode == "1":
+        img = img.convert("L")
+    return np.asarray(img)
+
+
+def _array_to_uint8(a: np.ndarray) -> np.ndarray:
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype == bool:
+        return a.astype(np.uint8) * 255
+    if a.dtype == np.uint16:
+        return ((a.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    if np.issubdtype(a.dtype, np.floating):
+        if not np.isfinite(a).all():
+            raise LamaError("image array contains NaN or infinity")
+        scale = 1.0 if a.size and a.max() > 1.0 else 255.0  # floats in [0, 1], or already 0..255
+        return np.clip(a * scale + 0.5, 0, 255).astype(np.uint8)
+    if np.issubdtype(a.dtype, np.integer):
+        return np.clip(a, 0, 255).astype(np.uint8)
+    raise LamaError(f"unsupported image array dtype {a.dtype}")
+
+
+def read_image(src: ImageLike) -> tuple[np.ndarray, np.ndarray | None]:
+    """(HxWx3 uint8 RGB, HxW uint8 alpha or None) from a path, PIL image or numpy array."""
+    if isinstance(src, str | os.PathLike):
+        src = _open(src, "image")
+    if isinstance(src, Image.Image):
+        a = _pil_to_array(src)
+    elif isinstance(src, np.ndarray):
+        a = _array_to_uint8(src)
+    else:
+        raise LamaError(f"image must be a path, PIL image or numpy array, not {type(src).__name__}")
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    if a.ndim != 3 or a.shape[2] not in (3, 4):
+        raise LamaError(f"image must be HxW, HxWx3 or HxWx4; got shape {tuple(a.shape)}")
+    if a.shape[0] < 1 or a.shape[1] < 1:
+        raise LamaError(f"image is empty (shape {tuple(a.shape)})")
+    alpha = a[..., 3].copy() if a.shape[2] == 4 else None
+    return np.ascontiguousarray(a[..., :3]), alpha
+
+
+def read_mask(src: ImageLike, size: tuple[int, int] | None = None) -> np.ndarray:
+    """HxW bool mask (True = fill) from bool, 0/1, 0/255, float [0,1] data or an RGBA image's alpha.
+
+    Values above half the range mean "fill". ``size`` = (H, W) of the image it must match.
+    """
+    if isinstance(src, str | os.PathLike):
+        src = _open(src, "mask")
+    if isinstance(src, Image.Image):
+        if src.mode in ("RGBA", "LA", "PA") or (src.mode == "P" and "transparency" in src.info):
+            m = np.asarray(src.convert("RGBA"))[..., 3] > 127
+        else:
+            m = _pil_to_array(src.convert("L") if src.mode not in ("L", "I;16", "I", "F", "1") else src)
+            m = m > 127
+    elif isinstance(src, np.ndarray):
+        a = src
+        if a.ndim == 3 and a.shape[2] == 4:
+            a = a[..., 3]
+        elif a.ndim == 3 and a.shape[2] in (1, 3):
+            a = a.max(axis=2)
+        if a.ndim != 2:
+            raise LamaError(f"mask must be HxW (or an HxWx4 image whose alpha is the mask); got {tuple(src.shape)}")
+        if a.dtype == bool:
+            m = a
+        elif np.issubdtype(a.dtype, np.floating):
+            m = a > (0.5 if a.size == 0 or a.max() <= 1.0 else 127.5)
+        elif a.dtype == np.uint16:
+            m = a > (0 if a.max() <= 1 else 32767)
+        elif np.issubdtype(a.dtype, np.integer):
+            m = a > (0 if a.max() <= 1 else 127)
+        else:
+            raise LamaError(f"unsupported mask dtype {a.dtype}")
+    else:
+        raise LamaError(f"mask must be a path, PIL image or numpy array, not {type(src).__name__}")
+    if size is not None and tuple(m.shape) != tuple(size):
+        raise LamaError(f"mask size {m.shape[1]}x{m.shape[0]} does not match the image size "
+                        f"{size[1]}x{size[0]} (width x height); resize the mask to the image")
+    return np.ascontiguousarray(m)
+
+
+def dilate_mask(mask: np.ndarray, pixels: int) -> np.ndarray:
+    """Grow the mask by ``pixels`` in every direction (square structuring element)."""
+    if pixels < 0:
+        raise LamaError(f"dilate must be >= 0 pixels, got {pixels}")
+    if pixels == 0 or not mask.any():
+        return mask
+    t = torch.from_numpy(mask.astype(np.float32))[None, None]
+    t = F.max_pool2d(t, kernel_size=2 * pixels + 1, stride=1, padding=pixels)
+    return t[0, 0].numpy() > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Tensors
+
+
+def pad_to_modulo(x: torch.Tensor, modulo: int = PAD_MODULO, min_size: int = MIN_SIZE) -> torch.Tensor:
+    """Symmetric padding of the bottom/right edges to a multiple of ``modulo`` (as ``np.pad(mode='symmetric')``)."""
+    h, w = x.shape[-2:]
+    th = max(min_size, -(-h // modulo) * modulo)
+    tw = max(min_size, -(-w // modulo) * modulo)
+    while x.shape[-2] < th:  # symmetric: the edge row is repeated, then the rows before it
+        x = torch.cat([x, x.flip(-2)[..., : th - x.shape[-2], :]], dim=-2)
+    while x.shape[-1] < tw:
+        x = torch.cat([x, x.flip(-1)[..., :, : tw - x.shape[-1]]], dim=-1)
+    return x
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None``/"cpu" -> CPU; "auto" -> CUDA, else MPS, else CPU; anything else as torch reads it."""
+    if device is None:
+        return torch.device("cpu")
+    if str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise LamaError(f"unknown device {device!r}: {e}") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise LamaError("device 'cuda' was asked for but CUDA is not available; use device='cpu' or 'auto'")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise LamaError("device 'mps' was asked for but MPS is not available; use device='cpu' or 'auto'")
+    return dev
+
+
+# ---------------------------------------------------------------------------------------------
+# The inpainter
+
+
+class Inpainter:
+    """Runs a LaMa generator on images of any size; ``Inpainter.generator`` is the ``nn.Module``."""
+
+    def __init__(self, generator: torch.nn.Module, device: str | torch.device | None = None,
+                 dtype: torch.dtype | None = None, config: dict[str, Any] | None = None, source: str = ""):
+        self.device = resolve_device(device)
+        self.dtype = dtype or torch.float32
+        if self.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise LamaError(f"dtype must be float32, float16 or bfloat16, not {self.dtype}")
+        if self.dtype == torch.float16 and self.device.type == "cpu":
+            raise LamaError("float16 is for GPUs; on the CPU use dtype=torch.bfloat16 or float32")
+        self.generator = generator.eval().to(self.device, self.dtype)
+        self.config = config or {}
+        self.source = source
+
+    def __repr__(self) -> str:
+        return f"Inpainter(source={self.source!r}, device={self.device}, dtype={self.dtype})"
+
+    @torch.inference_mode()
+    def predict_raw(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """The generator's output (before compositing), float32 [B,3,H,W] on the input's device."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise LamaError(f"images must be [B,3,H,W]; got {tuple(images.shape)}")
+        if masks.ndim != 4 or masks.shape[1] != 1 or masks.shape[0] != images.shape[0] \
+                or masks.shape[-2:] != images.shape[-2:]:
+            raise LamaError(f"masks must be [B,1,H,W] matching images {tuple(images.shape)}; got {tuple(masks.shape)}")
+        h, w = images.shape[-2:]
+        img = images.to(self.device, torch.float32)
+        m = (masks.to(self.device, torch.float32) > 0.5).float()
+        x = pad_to_modulo(torch.cat([img * (1 - m), m], dim=1))
+        pred = self.generator(x.to(self.dtype))[..., :h, :w].float()
+        return pred.to(images.device)
+
+    def predict_batch(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Composited result ``mask * pred + (1 - mask) * image`` for float images in [0, 1]."""
+        pred = self.predict_raw(images, masks)
+        m = (masks.to(pred.device) > 0.5).float()
+        return m * pred + (1 - m) * images.float()
+
+    def __call__(self, image: ImageLike, mask: ImageLike, dilate: int = 0) -> np.ndarray:
+        """Fill ``mask`` in ``image``: HxWx3 uint8 (HxWx4 with the input's alpha kept)."""
+        rgb, alpha = read_image(image)
+        m = dilate_mask(read_mask(mask, rgb.shape[:2]), dilate)
+        out = rgb.copy()
+        if m.any():
+            img_t = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0
+            pred = self.predict_raw(img_t, torch.from_numpy(m)[None, None].float())
+            pred8 = (pred[0].permute(1, 2, 0).clamp(0, 1) * 255).to(torch.uint8).numpy()  # official truncation
+            out[m] = pred8[m]
+        return out if alpha is None else np.dstack([out, alpha])
+
+
+def load_model(source: str | os.PathLike | None = None, device: str | torch.device | None = None,
+               dtype: torch.dtype | None = None, preset: str | None = None) -> Inpainter:
+    """Load LaMa weights from any published format (see :func:`lama.checkpoint.load_generator`).
+
+    ``source``: a big-lama.zip or its unpacked folder, a .ckpt, .safetensors, TorchScript .pt, a Hub
+    reference ``owner/repo[/file]`` or a preset name; default ``$LAMA_MODEL``, else ``big-lama``.
+    """
+    from .checkpoint import load_generator
+
+    loaded = load_generator(source, preset=preset)
+    return Inpainter(loaded.generator, device=device, dtype=dtype, config=loaded.config, source=loaded.source)
+
+
+def save_image(arr: np.ndarray, path: str | os.PathLike, quality: int = 95) -> None:
+    """Write atomically (temp file + rename); the format follows the extension (JPEG at ``quality``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.fromarray(arr)
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
+        raise LamaError(f"unknown image format for {path}")
+    if fmt == "JPEG" and img.mode == "RGBA":
+        img = img.convert("RGB")
+    tmp = path.with_name(f".{path.name}.tmp")
+    kwargs = {"quality": quality, "subsampling": 0} if fmt == "JPEG" else {}
+    img.save(tmp, format=fmt, **kwargs)
+    os.replace(tmp, path)

@@ -1,0 +1,128 @@
+"""Builders of every published LaMa weight format, from a generator with random weights.
+
+Each writes the exact layout of the real release files (see lama/checkpoint.py), so the loaders
+are tested on the same structure that users download.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lama.discriminator import NLayerDiscriminator
+
+CONFIG_TEMPLATE = """\
+run_title: random_weights_for_tests
+training_model:
+  kind: default
+  concat_mask: true
+location:
+  out_root_dir: /home/${{env:USER}}/experiments
+data:
+  batch_size: 10
+  train:
+    dataloader_kwargs:
+      batch_size: ${{data.batch_size}}
+generator:
+  kind: ffc_resnet
+  input_nc: 4
+  output_nc: 3
+  ngf: {ngf}
+  n_downsampling: 3
+  n_blocks: {n_blocks}
+  add_out_act: sigmoid
+  init_conv_kwargs:
+    ratio_gin: 0
+    ratio_gout: 0
+    enable_lfu: false
+  downsample_conv_kwargs:
+    ratio_gin: ${{generator.init_conv_kwargs.ratio_gout}}
+    ratio_gout: ${{generator.downsample_conv_kwargs.ratio_gin}}
+    enable_lfu: false
+  resnet_conv_kwargs:
+    ratio_gin: 0.75
+    ratio_gout: ${{generator.resnet_conv_kwargs.ratio_gin}}
+    enable_lfu: false
+discriminator:
+  kind: pix2pixhd_nlayer
+  input_nc: 3
+  ndf: 64
+  n_layers: 4
+"""
+
+
+def config_text(ngf: int, n_blocks: int) -> str:
+    return CONFIG_TEMPLATE.format(ngf=ngf, n_blocks=n_blocks)
+
+
+def lightning_checkpoint(gen: nn.Module, cfg_text: str) -> dict:
+    """The dict a PyTorch Lightning 1.x ``best.ckpt`` holds, DictConfig hyper-parameters included."""
+    from omegaconf import OmegaConf
+
+    disc = NLayerDiscriminator(input_nc=3, ndf=4, n_layers=4)
+    state = {f"generator.{k}": v for k, v in gen.state_dict().items()}
+    state.update({f"discriminator.{k}": v for k, v in disc.state_dict().items()})
+    state["loss_resnet_pl.impl.encoder.conv1.weight"] = torch.randn(8, 3, 3, 3)
+    return {
+        "epoch": 3, "global_step": 1234, "pytorch-lightning_version": "1.2.9",
+        "state_dict": state,
+        "callbacks": {"ModelCheckpoint": {"best_model_score": torch.tensor(0.5), "best_model_path": "/x.ckpt"}},
+        "optimizer_states": [], "lr_schedulers": [], "hparams_name": "config",
+        "hyper_parameters": OmegaConf.create(cfg_text),
+    }
+
+
+def write_folder(root: Path, gen: nn.Module, cfg_text: str) -> Path:
+    """big-lama.zip's unpacked layout: ``config.yaml`` + ``models/best.ckpt``."""
+    (root / "models").mkdir(parents=True, exist_ok=True)
+    (root / "config.yaml").write_text(cfg_text)
+    torch.save(lightning_checkpoint(gen, cfg_text), root / "models" / "best.ckpt")
+    return root
+
+
+def write_release_zip(path: Path, folder: Path) -> Path:
+    """big-lama.zip: ``big-lama/config.yaml`` and ``big-lama/models/best.ckpt``."""
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.write(folder / "config.yaml", "big-lama/config.yaml")
+        zf.write(folder / "models" / "best.ckpt", "big-lama/models/best.ckpt")
+    return path
+
+
+class _TrainingModule(nn.Module):
+    def __init__(self, gen: nn.Module):
+        super().__init__()
+        self.generator = gen
+        self.discriminator = NLayerDiscriminator(input_nc=3, ndf=4, n_layers=4)
+
+
+class _JITWrapper(nn.Module):
+    """Mirrors the official bin/to_jit.py wrapper that IOPaint's big-lama.pt was traced from."""
+
+    def __init__(self, gen: nn.Module):
+        super().__init__()
+        self.model = _TrainingModule(gen)
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        pred = self.model.generator(torch.cat([image * (1 - mask), mask], dim=1))
+        return mask * pred + (1 - mask) * image
+
+
+def write_torchscript(path: Path, gen: nn.Module) -> Path:
+    wrapper = _JITWrapper(gen).eval()
+    image, mask = torch.rand(1, 3, 64, 64), (torch.rand(1, 1, 64, 64) > 0.5).float()
+    with torch.no_grad():
+        traced = torch.jit.trace(wrapper, (image, mask), check_trace=False)
+    traced.save(str(path))
+    return path
+
+
+def write_safetensors(path: Path, gen: nn.Module, config: dict | None) -> Path:
+    from safetensors.torch import save_file
+
+    meta = {"lama_config": json.dumps(config)} if config else None
+    save_file({k: v.contiguous() for k, v in gen.state_dict().items()}, str(path), metadata=meta)
+    return path

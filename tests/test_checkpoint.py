@@ -1,0 +1,237 @@
+"""Loading every published weight format, safely."""
+
+import os
+import pickle
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import OFFICIAL, SMALL_GENERATOR, randomize_bn
+from formats import config_text, write_folder, write_release_zip, write_safetensors, write_torchscript
+
+import lama
+from lama.checkpoint import parse_hub_reference
+from lama.generator import generator_from_config
+from lama.safe_pickle import UnsafePickleError, load_checkpoint
+
+NGF, N_BLOCKS = SMALL_GENERATOR["ngf"], SMALL_GENERATOR["n_blocks"]
+
+
+@pytest.fixture(scope="module")
+def reference():
+    torch.manual_seed(3)
+    return randomize_bn(generator_from_config(SMALL_GENERATOR), seed=3).eval()
+
+
+@pytest.fixture(scope="module")
+def probe():
+    g = torch.Generator().manual_seed(7)
+    return torch.rand(2, 3, 40, 56, generator=g), (torch.rand(2, 1, 40, 56, generator=g) > 0.6).float()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, reference):
+    root = tmp_path_factory.mktemp("formats")
+    cfg = config_text(NGF, N_BLOCKS)
+    folder = write_folder(root / "big-lama", reference, cfg)
+    return {
+        "folder": folder,
+        "zip": write_release_zip(root / "big-lama.zip", folder),
+        "ckpt_beside_config": folder / "models" / "best.ckpt",
+        "safetensors": write_safetensors(root / "g.safetensors", reference, SMALL_GENERATOR),
+        "torchscript": write_torchscript(root / "big-lama.pt", reference),
+    }
+
+
+def _expected(reference, probe):
+    image, mask = probe
+    with torch.no_grad():
+        return reference(torch.cat([image * (1 - mask), mask], 1))
+
+
+@pytest.mark.parametrize("kind", ["folder", "zip", "ckpt_beside_config", "safetensors", "torchscript"])
+def test_every_format_loads_to_identical_outputs(files, kind, reference, probe):
+    model = lama.load_model(files[kind])
+    assert model.config["n_blocks"] == N_BLOCKS and model.config["ngf"] == NGF
+    out = model.predict_raw(*probe)
+    assert torch.equal(out, _expected(reference, probe))
+
+
+def test_bare_ckpt_uses_the_lightning_hyper_parameters(tmp_path, files, reference, probe):
+    bare = tmp_path / "weights.ckpt"
+    bare.write_bytes(files["ckpt_beside_config"].read_bytes())
+    assert torch.equal(lama.load_model(bare).predict_raw(*probe), _expected(reference, probe))
+
+
+def test_ckpt_with_a_preset_name(tmp_path, reference):
+    torch.save({"state_dict": {f"generator.{k}": v for k, v in reference.state_dict().items()}},
+               tmp_path / "w.ckpt")
+    with pytest.raises(lama.LamaError, match=r"n_blocks=18 but the weights have 2"):
+        lama.load_model(tmp_path / "w.ckpt", preset="big-lama")
+
+
+def test_convert_round_trips_through_safetensors(tmp_path, files, reference, probe):
+    from lama.__main__ import main
+
+    out = tmp_path / "converted.safetensors"
+    assert main(["convert", str(files["zip"]), str(out)]) == 0
+    from safetensors import safe_open
+
+    with safe_open(str(out), framework="pt") as f:
+        assert not any(k.startswith(("generator.", "discriminator.")) for k in f.keys())  # noqa: SIM118
+        assert f.metadata()["format"] == "lama-generator"
+    assert torch.equal(lama.load_model(out).predict_raw(*probe), _expected(reference, probe))
+
+
+def test_official_checkpoint_loads_through_the_safe_unpickler():
+    model = lama.load_model(OFFICIAL)
+    ref = torch.load(OFFICIAL / "expected.pt", weights_only=True)
+    assert (model.predict_batch(ref["image"], ref["mask"]) - ref["inpainted"]).abs().max() <= 1e-5
+    with pytest.raises(pickle.UnpicklingError):  # the stock safe loader refuses this file, as the real one
+        torch.load(OFFICIAL / "models" / "best.ckpt", weights_only=True)
+
+
+class _Exploit:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+class _EvalExploit:
+    def __reduce__(self):
+        return (eval, ("__import__('os').getcwd()",))
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path, legacy):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.ckpt"
+    if legacy:  # a plain (pre-zip) pickle file
+        with open(path, "wb") as f:
+            pickle.dump({"epoch": 1, "x": _Exploit(marker)}, f, protocol=2)
+    else:
+        torch.save({"state_dict": {"generator.model.1.ffc.convl2l.weight": torch.zeros(1)}, "x": _Exploit(marker)},
+                   path)
+    with pytest.raises(UnsafePickleError, match="system"):
+        load_checkpoint(path)
+    with pytest.raises(lama.LamaError):
+        lama.load_model(path)
+    assert not marker.exists()
+
+
+def test_builtins_eval_in_a_pickle_is_refused(tmp_path):
+    torch.save({"a": _EvalExploit()}, tmp_path / "evil.ckpt")
+    with pytest.raises(UnsafePickleError, match="eval"):
+        load_checkpoint(tmp_path / "evil.ckpt")
+
+
+def test_torchscript_archive_with_malicious_pickle_is_refused(tmp_path, files):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    with zipfile.ZipFile(files["torchscript"]) as src, zipfile.ZipFile(evil, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename.endswith("/data.pkl"):
+                data = pickle.dumps(_Exploit(marker), protocol=2)
+            dst.writestr(item, data)
+    with pytest.raises(UnsafePickleError):
+        lama.load_model(evil)
+    assert not marker.exists()
+
+
+def test_corrupt_zip_gives_a_clear_error(tmp_path, files):
+    data = bytearray(files["zip"].read_bytes())
+    truncated = tmp_path / "truncated.zip"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(lama.LamaError, match="corrupt|not a|could not"):
+        lama.load_model(truncated)
+    flipped = tmp_path / "flipped.zip"
+    mid = len(data) // 2
+    data[mid: mid + 64] = bytes(64)
+    flipped.write_bytes(data)
+    with pytest.raises(lama.LamaError, match="corrupt"):
+        lama.load_model(flipped)
+
+
+def test_config_with_other_n_blocks_than_the_weights_names_both(tmp_path, reference):
+    folder = write_folder(tmp_path / "m", reference, config_text(NGF, N_BLOCKS))
+    (folder / "config.yaml").write_text(config_text(NGF, 5))
+    with pytest.raises(lama.LamaError, match=r"n_blocks=5 but the weights have 2"):
+        lama.load_model(folder)
+
+
+def test_unknown_source_says_what_was_tried():
+    with pytest.raises(lama.LamaError, match="not an existing file or folder"):
+        lama.load_model("./no/such/thing.ckpt")
+
+
+def test_not_a_weight_file(tmp_path):
+    (tmp_path / "x.safetensors").write_bytes(b"hello")
+    with pytest.raises(lama.LamaError, match="safetensors"):
+        lama.load_model(tmp_path / "x.safetensors")
+    (tmp_path / "y.ckpt").write_bytes(b"\x80\x02garbage")
+    with pytest.raises(lama.LamaError):
+        lama.load_model(tmp_path / "y.ckpt")
+
+
+def test_hub_reference_parsing():
+    assert parse_hub_reference("smartywu/big-lama") == ("smartywu/big-lama", None, None)
+    assert parse_hub_reference("hf://a/b/sub/w.safetensors@v1") == ("a/b", "sub/w.safetensors", "v1")
+    assert parse_hub_reference("big-lama") is None
+
+
+def _fill_hub_cache(cache: Path, repo: str, files: dict[str, Path]) -> None:
+    """The standard huggingface_hub cache layout: refs/main -> snapshots/<commit>/<file>."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    base = cache / f"models--{repo.replace('/', '--')}"
+    (base / "refs").mkdir(parents=True)
+    (base / "refs" / "main").write_text(commit)
+    for name, src in files.items():
+        dst = base / "snapshots" / commit / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(src.read_bytes())
+
+
+def _load_in_subprocess(source: str, cache: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    env.pop("LAMA_MODEL", None)
+    code = "import sys, lama; m = lama.load_model(sys.argv[1]); print('OK', m.config['n_blocks'], m.source)"
+    return subprocess.run([sys.executable, "-c", code, source], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_hub_references_and_the_big_lama_preset_load_from_the_standard_cache(tmp_path, files):
+    cache = tmp_path / "hub"
+    _fill_hub_cache(cache, "smartywu/big-lama", {"big-lama.zip": files["zip"]})
+    _fill_hub_cache(cache, "someone/lama-st", {"model.safetensors": files["safetensors"]})
+    for source in ("big-lama", "smartywu/big-lama/big-lama.zip", "someone/lama-st"):
+        r = _load_in_subprocess(source, cache)
+        assert r.returncode == 0 and r.stdout.startswith(f"OK {N_BLOCKS}"), r.stderr
+
+
+def test_missing_weights_offline_says_where_it_looked_and_what_to_do(tmp_path):
+    cache = tmp_path / "empty-cache"
+    r = _load_in_subprocess("big-lama", cache)
+    assert r.returncode != 0
+    assert "LaMa weights not found" in r.stderr and "LAMA_MODEL" in r.stderr and "--model" in r.stderr
+    assert str(cache) in r.stderr
+    # The CLI prints the same message as one clean error line, no traceback.
+    (tmp_path / "in.png").write_bytes((OFFICIAL.parent / "tiny.png").read_bytes())
+    (tmp_path / "in_mask.png").write_bytes((OFFICIAL.parent / "tiny_mask.png").read_bytes())
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    env.pop("LAMA_MODEL", None)
+    cli = subprocess.run([sys.executable, "-m", "lama", "predict", "--input", str(tmp_path / "in.png"),
+                          "--output", str(tmp_path / "out"), "--quiet"], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert cli.returncode == 2
+    assert cli.stderr.startswith("error: LaMa weights not found") and "Traceback" not in cli.stderr
+
+
+def test_lama_model_environment_variable_is_the_default(tmp_path, files, monkeypatch, reference, probe):
+    monkeypatch.setenv("LAMA_MODEL", str(files["folder"]))
+    assert torch.equal(lama.load_model().predict_raw(*probe), _expected(reference, probe))
