@@ -1,0 +1,173 @@
+"""Inpainter: input conversions, padding, compositing and the batch contract."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import DATA, OFFICIAL, SMALL_GENERATOR, randomize_bn
+from PIL import Image
+
+import lama
+from lama.generator import generator_from_config
+from lama.inpainter import Inpainter, dilate_mask, pad_to_modulo, read_image, read_mask
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(5)
+    return Inpainter(randomize_bn(generator_from_config(SMALL_GENERATOR), seed=5))
+
+
+@pytest.fixture(scope="module")
+def photo():
+    return np.asarray(Image.open(DATA / "tiny.png").convert("RGB"))
+
+
+def box_mask(h, w):
+    m = np.zeros((h, w), bool)
+    m[h // 4: h // 2, w // 3: 2 * w // 3] = True
+    return m
+
+
+@pytest.mark.parametrize(("h", "w"), [(64, 64), (37, 53), (1, 1), (9, 130)])
+def test_outside_the_mask_is_bit_identical_and_inside_is_filled(model, h, w):
+    rng = np.random.default_rng(h * w)
+    img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    mask = box_mask(h, w) if min(h, w) > 4 else np.ones((h, w), bool)
+    out = model(img, mask)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    assert np.array_equal(out[~mask], img[~mask])
+    assert (out[mask] != img[mask]).any()
+
+
+def test_fill_equals_the_official_composite_of_the_generator_output(model, photo):
+    mask = box_mask(*photo.shape[:2])
+    out = model(photo, mask)
+    img_t = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255
+    m_t = torch.from_numpy(mask)[None, None].float()
+    with torch.no_grad():
+        pred = model.generator(torch.cat([img_t * (1 - m_t), m_t], 1))[0].permute(1, 2, 0).numpy()
+    expected = np.clip(pred * 255, 0, 255).astype(np.uint8)  # the official predict.py conversion
+    assert np.array_equal(out[mask], expected[mask])
+
+
+def test_symmetric_padding_matches_numpy():
+    x = torch.arange(2 * 3 * 5 * 11, dtype=torch.float32).view(2, 3, 5, 11)
+    got = pad_to_modulo(x, 8, min_size=16)
+    ref = np.pad(x.numpy(), ((0, 0), (0, 0), (0, 11), (0, 5)), mode="symmetric")
+    assert got.shape == (2, 3, 16, 16) and np.array_equal(got.numpy(), ref)
+
+
+def test_predict_batch_contract_and_official_numbers():
+    model = lama.load_model(OFFICIAL)
+    ref = torch.load(OFFICIAL / "expected.pt", weights_only=True)
+    out = model.predict_batch(ref["image"], ref["mask"])
+    assert out.shape == ref["image"].shape and out.dtype == torch.float32
+    assert (out - ref["inpainted"]).abs().max() <= 1e-5
+    keep = ref["mask"].expand_as(out) == 0
+    assert torch.equal(out[keep], ref["image"][keep])
+
+
+def test_predict_batch_handles_sizes_that_are_not_multiples_of_8(model):
+    images, masks = torch.rand(3, 3, 45, 61), (torch.rand(3, 1, 45, 61) > 0.7).float()
+    out = model.predict_batch(images, masks)
+    assert out.shape == images.shape
+    single = model.predict_batch(images[1:2], masks[1:2])
+    assert torch.allclose(out[1:2], single, atol=1e-5)  # batching does not change a result
+
+
+def test_empty_mask_returns_the_input_without_running_the_model(photo):
+    class Exploding(torch.nn.Module):
+        def forward(self, x):
+            raise AssertionError("the model must not run for an empty mask")
+
+    out = Inpainter(Exploding())(photo, np.zeros(photo.shape[:2], bool))
+    assert np.array_equal(out, photo)
+
+
+@pytest.mark.parametrize("kind", ["bool", "01", "0255", "float", "rgba_alpha", "pil_L", "pil_rgba", "path"])
+def test_mask_formats_agree(tmp_path, kind):
+    m = box_mask(20, 30)
+    src = {
+        "bool": m, "01": m.astype(np.uint8), "0255": m.astype(np.uint8) * 255, "float": m * 0.9 + 0.05,
+        "rgba_alpha": np.dstack([np.zeros((20, 30, 3), np.uint8), m.astype(np.uint8) * 255]),
+        "pil_L": Image.fromarray(m.astype(np.uint8) * 200),
+        "pil_rgba": Image.fromarray(np.dstack([np.full((20, 30, 3), 255, np.uint8), m.astype(np.uint8) * 255])),
+    }.get(kind)
+    if kind == "path":
+        Image.fromarray(m.astype(np.uint8) * 255).save(tmp_path / "m.png")
+        src = tmp_path / "m.png"
+    assert np.array_equal(read_mask(src, (20, 30)), m)
+
+
+def test_mask_of_the_wrong_size_is_a_clear_error(model, photo):
+    with pytest.raises(lama.LamaError, match="does not match the image size"):
+        model(photo, np.ones((10, 10), bool))
+
+
+def test_image_conversions(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 256, (12, 10, 3), dtype=np.uint8)
+    gray = Image.fromarray(rgb[..., 0])
+    assert np.array_equal(read_image(gray)[0], np.repeat(rgb[..., :1], 3, axis=2))
+    pal = Image.fromarray(rgb).convert("P")
+    assert np.array_equal(read_image(pal)[0], np.asarray(pal.convert("RGB")))
+    sixteen = Image.fromarray((rgb[..., 0].astype(np.uint16) * 257), mode="I;16")
+    assert np.array_equal(read_image(sixteen)[0][..., 0], rgb[..., 0])
+    assert np.array_equal(read_image(rgb.astype(np.uint16) * 257)[0], rgb)
+    assert np.array_equal(read_image(rgb / 255.0)[0], rgb)
+    rgba = np.dstack([rgb, np.full((12, 10), 77, np.uint8)])
+    got, alpha = read_image(Image.fromarray(rgba))
+    assert np.array_equal(got, rgb) and (alpha == 77).all()
+
+
+def test_alpha_is_kept(model):
+    rgba = np.dstack([np.full((24, 24, 3), 100, np.uint8), np.arange(24 * 24, dtype=np.uint8).reshape(24, 24)])
+    out = model(rgba, box_mask(24, 24))
+    assert out.shape == (24, 24, 4) and np.array_equal(out[..., 3], rgba[..., 3])
+
+
+def test_exif_orientation_is_applied(tmp_path, model):
+    img = Image.fromarray(np.zeros((10, 30, 3), np.uint8))  # 30 wide, 10 high as stored
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees: displayed 10 wide, 30 high
+    img.save(tmp_path / "rot.jpg", exif=exif)
+    rgb, _ = read_image(tmp_path / "rot.jpg")
+    assert rgb.shape[:2] == (30, 10)
+    assert model(tmp_path / "rot.jpg", np.zeros((30, 10), bool)).shape == (30, 10, 3)
+
+
+def test_bad_inputs_raise_lama_error(tmp_path, model):
+    (tmp_path / "x.png").write_bytes(b"not an image")
+    with pytest.raises(lama.LamaError, match="not an image"):
+        model(tmp_path / "x.png", np.ones((2, 2), bool))
+    with pytest.raises(lama.LamaError, match="not found"):
+        model(tmp_path / "missing.png", np.ones((2, 2), bool))
+    with pytest.raises(lama.LamaError, match="shape"):
+        model(np.zeros((4, 4, 2), np.uint8), np.ones((4, 4), bool))
+    with pytest.raises(lama.LamaError, match="dilate"):
+        model(np.zeros((4, 4, 3), np.uint8), np.ones((4, 4), bool), dilate=-1)
+
+
+def test_dilation_grows_the_mask_by_the_given_pixels():
+    m = np.zeros((11, 11), bool)
+    m[5, 5] = True
+    d = dilate_mask(m, 2)
+    assert d.sum() == 25 and d[3:8, 3:8].all()
+
+
+def test_bfloat16_stays_close_to_float32(photo):
+    g = randomize_bn(generator_from_config(SMALL_GENERATOR), seed=1)
+    f32 = Inpainter(g)
+    bf16 = Inpainter(generator_from_config(SMALL_GENERATOR), dtype=torch.bfloat16)
+    bf16.generator.load_state_dict(g.state_dict())
+    images, masks = torch.rand(1, 3, 32, 32), (torch.rand(1, 1, 32, 32) > 0.5).float()
+    assert (f32.predict_batch(images, masks) - bf16.predict_batch(images, masks)).abs().max() < 0.05
+
+
+def test_devices():
+    from lama.inpainter import resolve_device
+
+    assert resolve_device(None).type == "cpu"
+    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
+    if not torch.cuda.is_available():
+        with pytest.raises(lama.LamaError, match="CUDA is not available"):
+            resolve_device("cuda")
