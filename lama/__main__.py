@@ -91,7 +91,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not todo:
         print(f"nothing to do: {skipped} output(s) already exist in {args.output}")
         return 1 if problems else 0
-    model = load_model(args.model, device=args.device, preset=args.preset)
+    model = load_model(args.model, device=args.device, dtype=args.dtype, preset=args.preset)
     failed = len(problems)
     for job in tqdm(todo, desc="inpainting", unit="img", disable=args.quiet):
         try:
@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "(default: x_mask*.png beside each x.png)")
     p.add_argument("--output", required=True, help="output folder")
     p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="bfloat16 on recent CPUs and GPUs, float16 on CUDA; FFTs stay float32")
     p.add_argument("--preset", default=None, help="structure for weight files without a config")
     p.add_argument("--dilate", type=int, default=0, help="grow the mask by this many pixels")
     p.add_argument("--jpeg-quality", type=int, default=95)

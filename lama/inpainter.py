@@ -22,6 +22,7 @@ from .errors import LamaError
 ImageLike = str | os.PathLike | Image.Image | np.ndarray
 PAD_MODULO = 8
 MIN_SIZE = 16  # the bottleneck must be at least 2x2 for the blocks' reflect padding
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,8 +193,12 @@ class Inpainter:
     """Runs a LaMa generator on images of any size; ``Inpainter.generator`` is the ``nn.Module``."""
 
     def __init__(self, generator: torch.nn.Module, device: str | torch.device | None = None,
-                 dtype: torch.dtype | None = None, config: dict[str, Any] | None = None, source: str = ""):
+                 dtype: torch.dtype | str | None = None, config: dict[str, Any] | None = None, source: str = ""):
         self.device = resolve_device(device)
+        if isinstance(dtype, str):  # "bfloat16", "float16", "float32" from a CLI or config
+            dtype = _DTYPES.get(dtype.removeprefix("torch."))
+            if dtype is None:
+                raise LamaError(f"dtype must be one of {', '.join(_DTYPES)}")
         self.dtype = dtype or torch.float32
         if self.dtype not in (torch.float32, torch.float16, torch.bfloat16):
             raise LamaError(f"dtype must be float32, float16 or bfloat16, not {self.dtype}")
@@ -241,7 +246,7 @@ class Inpainter:
 
 
 def load_model(source: str | os.PathLike | None = None, device: str | torch.device | None = None,
-               dtype: torch.dtype | None = None, preset: str | None = None) -> Inpainter:
+               dtype: torch.dtype | str | None = None, preset: str | None = None) -> Inpainter:
     """Load LaMa weights from any published format (see :func:`lama.checkpoint.load_generator`).
 
     ``source``: a big-lama.zip or its unpacked folder, a .ckpt, .safetensors, TorchScript .pt, a Hub
