@@ -17,13 +17,13 @@ The same unpickler reads the ``data.pkl`` of a TorchScript archive, so weights c
 
 from __future__ import annotations
 
-import codecs
 import collections
 import io
 import pickle
 import zipfile
 from typing import Any
 
+import numpy as np
 import torch
 
 from .errors import LamaError
@@ -82,6 +82,31 @@ def _plain_dict(*_args) -> dict:
     return {}
 
 
+def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
+    """``_codecs.encode`` restricted to what pickle protocol 2 emits (no codec look-up by name)."""
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise UnsafePickleError(f"refusing to load: the file asks for the {encoding!r} codec")
+    return text.encode("latin1")
+
+
+def _np_reconstruct(cls, *args):
+    """numpy's array unpickling entry, for plain ``ndarray`` only (Lightning may store numpy scores)."""
+    if cls is not np.ndarray:
+        raise UnsafePickleError(f"refusing to load: numpy reconstruct of {cls!r}")
+    return np.ndarray.__new__(np.ndarray, *args)
+
+
+def _np_scalar(dtype, data=None):
+    if not isinstance(dtype, np.dtype):
+        raise UnsafePickleError("refusing to load: numpy scalar without a dtype")
+    try:
+        from numpy._core.multiarray import scalar
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import scalar
+
+    return scalar(dtype, data) if data is not None else scalar(dtype)
+
+
 def _identity(x, *_args):
     return x
 
@@ -108,9 +133,15 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("collections", "defaultdict"): _plain_dict,
     ("builtins", "set"): set, ("__builtin__", "set"): set,
     ("builtins", "frozenset"): frozenset, ("builtins", "complex"): complex,
-    ("builtins", "slice"): slice, ("builtins", "bytearray"): bytearray,
+    ("builtins", "slice"): slice,
     ("torch", "Size"): torch.Size,
-    ("_codecs", "encode"): codecs.encode,  # how pickle protocol 2 stores bytes
+    ("_codecs", "encode"): _latin1_bytes,  # how pickle protocol 2 stores bytes
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("numpy.core.multiarray", "_reconstruct"): _np_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _np_reconstruct,
+    ("numpy.core.multiarray", "scalar"): _np_scalar,
+    ("numpy._core.multiarray", "scalar"): _np_scalar,
     ("torch.jit._pickle", "restore_type_tag"): _identity,
     ("torch.jit._pickle", "build_intlist"): _identity,
     ("torch.jit._pickle", "build_doublelist"): _identity,

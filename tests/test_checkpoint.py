@@ -124,6 +124,14 @@ def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path, legacy):
     assert not marker.exists()
 
 
+def test_numpy_values_in_callback_state_load_as_data(tmp_path):
+    import numpy as np
+
+    torch.save({"callbacks": {"score": np.float64(0.25), "history": np.arange(4)}}, tmp_path / "cb.ckpt")
+    cb = load_checkpoint(tmp_path / "cb.ckpt")["callbacks"]
+    assert cb["score"] == 0.25 and cb["history"].tolist() == [0, 1, 2, 3]
+
+
 def test_builtins_eval_in_a_pickle_is_refused(tmp_path):
     torch.save({"a": _EvalExploit()}, tmp_path / "evil.ckpt")
     with pytest.raises(UnsafePickleError, match="eval"):
