@@ -68,10 +68,11 @@ class SpectralTransform(nn.Module):
         out = x + self.fu(x)
         if self.enable_lfu:
             # Local Fourier unit: the first quarter of the channels, cut into 2x2 spatial tiles
-            # stacked along channels, transformed, and tiled back over the image.
-            c, h, w = x.shape[1:]
+            # stacked along channels, transformed, and tiled back over the image. As in the
+            # official code both axes are cut every h // 2 pixels (square feature maps).
+            c, h = x.shape[1:3]
             tiles = torch.cat(torch.split(x[:, : c // 4], h // 2, dim=-2), dim=1)
-            tiles = torch.cat(torch.split(tiles, w // 2, dim=-1), dim=1)
+            tiles = torch.cat(torch.split(tiles, h // 2, dim=-1), dim=1)
             out = out + self.lfu(tiles).repeat(1, 1, 2, 2)
         return self.conv2(out)
 

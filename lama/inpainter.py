@@ -107,14 +107,16 @@ def read_mask(src: ImageLike, size: tuple[int, int] | None = None) -> np.ndarray
         src = _open(src, "mask")
     if isinstance(src, Image.Image):
         if src.mode in ("RGBA", "LA", "PA") or (src.mode == "P" and "transparency" in src.info):
-            m = np.asarray(src.convert("RGBA"))[..., 3] > 127
+            src = np.asarray(src.convert("RGBA"))  # alpha is the mask, unless it is uniform (below)
+        elif src.mode in ("L", "I", "I;16", "I;16B", "I;16L", "F"):
+            src = np.asarray(src)  # raw values: 0/1 and 0/255 masks are both common
         else:
-            m = _pil_to_array(src.convert("L") if src.mode not in ("L", "I;16", "I", "F", "1") else src)
-            m = m > 127
-    elif isinstance(src, np.ndarray):
+            src = np.asarray(src.convert("L"))
+    if isinstance(src, np.ndarray):
         a = src
         if a.ndim == 3 and a.shape[2] == 4:
-            a = a[..., 3]
+            # The alpha is the mask (a painted layer); an opaque RGBA file carries it in its colours.
+            a = a[..., 3] if a[..., 3].min() != a[..., 3].max() else a[..., :3].max(axis=2)
         elif a.ndim == 3 and a.shape[2] in (1, 3):
             a = a.max(axis=2)
         if a.ndim != 2:
@@ -123,7 +125,7 @@ def read_mask(src: ImageLike, size: tuple[int, int] | None = None) -> np.ndarray
             m = a
         elif np.issubdtype(a.dtype, np.floating):
             m = a > (0.5 if a.size == 0 or a.max() <= 1.0 else 127.5)
-        elif a.dtype == np.uint16:
+        elif a.dtype == np.uint16 or (np.issubdtype(a.dtype, np.integer) and a.max() > 255):
             m = a > (0 if a.max() <= 1 else 32767)
         elif np.issubdtype(a.dtype, np.integer):
             m = a > (0 if a.max() <= 1 else 127)

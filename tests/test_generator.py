@@ -6,7 +6,7 @@ from conftest import OFFICIAL, SMALL_GENERATOR, randomize_bn
 
 from lama.config import generator_section, load_config
 from lama.discriminator import NLayerDiscriminator
-from lama.ffc import FFCResnetBlock, FourierUnit
+from lama.ffc import FFCResnetBlock, FourierUnit, SpectralTransform
 from lama.generator import build_preset, generator_from_config
 from lama.safe_pickle import load_checkpoint
 
@@ -127,6 +127,19 @@ def test_fourier_unit_matches_a_hand_written_dft():
     with torch.no_grad():
         got = fu(x)
     assert torch.allclose(got, out, atol=1e-10)
+
+
+def test_local_fourier_unit_works_on_the_2x2_tiles_of_the_first_quarter_of_channels():
+    st = randomize_bn(SpectralTransform(16, 16, enable_lfu=True)).eval()
+    x = torch.rand(1, 16, 12, 12)
+    with torch.no_grad():
+        z = st.conv1(x)
+        q = z[:, : z.shape[1] // 4]
+        tiles = torch.cat([q[..., :6, :6], q[..., 6:, :6], q[..., :6, 6:], q[..., 6:, 6:]], dim=1)
+        expected = st.conv2(z + st.fu(z) + st.lfu(tiles).repeat(1, 1, 2, 2))
+        assert torch.allclose(st(x), expected, atol=1e-6)
+        st.enable_lfu = False
+        assert not torch.allclose(st(x), expected, atol=1e-3)
 
 
 def _resnet_block(ratio: float) -> torch.nn.Module:

@@ -84,13 +84,18 @@ def test_empty_mask_returns_the_input_without_running_the_model(photo):
     assert np.array_equal(out, photo)
 
 
-@pytest.mark.parametrize("kind", ["bool", "01", "0255", "float", "rgba_alpha", "pil_L", "pil_rgba", "path"])
+@pytest.mark.parametrize("kind", ["bool", "01", "0255", "float", "rgba_alpha", "pil_L", "pil_L01", "pil_rgba",
+                                  "opaque_rgba", "u16", "path"])
 def test_mask_formats_agree(tmp_path, kind):
     m = box_mask(20, 30)
     src = {
         "bool": m, "01": m.astype(np.uint8), "0255": m.astype(np.uint8) * 255, "float": m * 0.9 + 0.05,
         "rgba_alpha": np.dstack([np.zeros((20, 30, 3), np.uint8), m.astype(np.uint8) * 255]),
         "pil_L": Image.fromarray(m.astype(np.uint8) * 200),
+        "pil_L01": Image.fromarray(m.astype(np.uint8)),
+        "opaque_rgba": np.dstack([np.repeat(m[..., None].astype(np.uint8) * 255, 3, 2),
+                                  np.full((20, 30), 255, np.uint8)]),
+        "u16": m.astype(np.uint16) * 65535,
         "pil_rgba": Image.fromarray(np.dstack([np.full((20, 30, 3), 255, np.uint8), m.astype(np.uint8) * 255])),
     }.get(kind)
     if kind == "path":
