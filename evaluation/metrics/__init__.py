@@ -1,0 +1,1 @@
+"""Image-quality metrics, computed as the LaMa paper computed them."""
