@@ -240,11 +240,23 @@ class Inpainter:
         m = dilate_mask(read_mask(mask, rgb.shape[:2]), dilate)
         out = rgb.copy()
         if m.any():
-            img_t = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0
-            pred = self.predict_raw(img_t, torch.from_numpy(m)[None, None].float())
-            pred8 = (pred[0].permute(1, 2, 0).clamp(0, 1) * 255).to(torch.uint8).numpy()  # official truncation
-            out[m] = pred8[m]
+            pred = self.predict_raw(to_tensor(rgb), torch.from_numpy(m)[None, None].float())
+            out = composite_uint8(rgb, m, pred[0])
         return out if alpha is None else np.dstack([out, alpha])
+
+
+def to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 -> [1,3,H,W] float in [0,1]."""
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255.0
+
+
+def composite_uint8(rgb: np.ndarray, mask: np.ndarray, pred: torch.Tensor) -> np.ndarray:
+    """Masked pixels from ``pred`` ([3,H,W] in [0,1], to 8 bits by truncation as the official
+    ``predict.py``), every other pixel copied from ``rgb`` bit for bit."""
+    pred8 = (pred.permute(1, 2, 0).clamp(0, 1) * 255).to(torch.uint8).cpu().numpy()
+    out = rgb.copy()
+    out[mask] = pred8[mask]
+    return out
 
 
 def load_model(source: str | os.PathLike | None = None, device: str | torch.device | None = None,
