@@ -153,9 +153,9 @@ def plot_metrics(rows: list[dict], out: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(7, 3.6))
         for d, m in sets:
             for meth in methods:
-                pts = sorted(((order.index(r["bin"]), r["value"]) for r in rows
+                pts = sorted((order.index(r["bin"]), r["value"]) for r in rows
                               if r["bin"] in order and (r["dataset"], r["mask_set"], r["method"], r["metric"]) ==
-                              (d, m, meth, metric)))
+                              (d, m, meth, metric))
                 if pts:
                     ax.plot([order[i] for i, _ in pts], [v for _, v in pts], marker="o", label=f"{meth} ({m})")
         ax.set_xlabel("mask area")

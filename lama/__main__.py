@@ -83,6 +83,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from .inpainter import load_model, save_image
 
+    if not 1 <= args.jpeg_quality <= 100:
+        raise LamaError(f"--jpeg-quality must be 1..100, got {args.jpeg_quality}")
+    if Path(args.output).exists() and not Path(args.output).is_dir():
+        raise LamaError(f"--output {args.output} exists and is not a folder")
     jobs, problems = plan_jobs(Path(args.input), Path(args.mask) if args.mask else None, Path(args.output))
     todo = [j for j in jobs if not j.output.exists()]
     skipped = len(jobs) - len(todo)
@@ -96,9 +100,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for job in tqdm(todo, desc="inpainting", unit="img", disable=args.quiet):
         try:
             save_image(model(job.image, job.mask, dilate=args.dilate), job.output, quality=args.jpeg_quality)
-        except LamaError as e:
+        except Exception as e:  # one bad file never stops the batch; it is reported and counted
             failed += 1
-            tqdm.write(f"failed: {job.image}: {e}", file=sys.stderr)
+            tqdm.write(f"failed: {job.image}: {e if isinstance(e, LamaError) else repr(e)}", file=sys.stderr)
     done = len(todo) - (failed - len(problems))
     print(f"{done} written, {skipped} already done, {failed} failed -> {args.output}")
     return 1 if failed else 0

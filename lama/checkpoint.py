@@ -24,7 +24,7 @@ import torch
 from .config import generator_section, load_config, load_config_text
 from .errors import LamaError
 from .generator import PRESETS, FFCResNetGenerator, generator_from_config, preset_config
-from .safe_pickle import inert_to_plain, load_checkpoint, load_torchscript_tensors
+from .safe_pickle import inert_to_plain, load_checkpoint, load_torchscript_tensors, verify_zip
 
 #: Where the ``big-lama`` preset comes from: the official release, linked from the official README.
 HUB_PRESETS = {"big-lama": ("smartywu/big-lama", "big-lama.zip")}
@@ -78,8 +78,8 @@ def infer_config(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     """The generator section that matches a state dict's shapes (big-lama family structure)."""
     cfg = preset_config("big-lama")
     w = sd.get(_ANCHOR)
-    if w is None:
-        raise LamaError("cannot infer the generator structure: first convolution missing")
+    if w is None or w.ndim != 4:
+        raise LamaError("cannot infer the generator structure: its first convolution is missing or not 4-D")
     cfg["ngf"], cfg["input_nc"] = int(w.shape[0]), int(w.shape[1])
     cfg["n_blocks"] = len(_block_indices(sd))
     out_w = [k for k in sd if k.endswith(".weight") and sd[k].ndim == 4 and sd[k].shape[-1] == 7]
@@ -92,7 +92,8 @@ def build_generator(config: Mapping[str, Any], sd: Mapping[str, torch.Tensor], o
     """Build from a config section and load the weights with ``strict=True``; clear errors on mismatch."""
     cfg = dict(config)
     weights_blocks = len(_block_indices(sd))
-    if "n_blocks" in cfg and int(cfg["n_blocks"]) != weights_blocks:
+    nb = cfg.get("n_blocks")
+    if type(nb) is int and nb != weights_blocks:  # other types: generator_from_config says what is wrong
         raise LamaError(f"{origin}: the config says n_blocks={cfg['n_blocks']} but the weights have "
                         f"{weights_blocks} resnet blocks; use the config.yaml that came with these weights")
     gen = generator_from_config(cfg)
@@ -110,7 +111,10 @@ def _config_from_hparams(ckpt: Mapping[str, Any]) -> dict[str, Any] | None:
     hp = ckpt.get("hyper_parameters")
     if hp is None:
         return None
-    plain = inert_to_plain(hp)
+    try:
+        plain = inert_to_plain(hp)
+    except RecursionError:
+        return None  # not a config we can read; fall back to config.yaml, a preset or the weights' shapes
     if isinstance(plain, dict) and isinstance(plain.get("generator"), dict):
         return generator_section(plain, "the checkpoint's hyper_parameters")
     return None
@@ -177,6 +181,8 @@ def _load_safetensors(path: Path, config: dict[str, Any] | None) -> LoadedGenera
             config = json.loads(meta["lama_config"])
         except json.JSONDecodeError as e:
             raise LamaError(f"{path}: its 'lama_config' metadata is not JSON: {e}") from e
+        if not isinstance(config, dict):
+            raise LamaError(f"{path}: its 'lama_config' metadata is not a mapping")
     sd = generator_state_dict(tensors, str(path))
     config = config or infer_config(sd)
     return LoadedGenerator(build_generator(config, sd, str(path)), config, str(path))
@@ -206,9 +212,8 @@ def _load_file(path: Path, config: dict[str, Any] | None) -> LoadedGenerator:
             raise LamaError(f"{path} is a corrupt zip file ({e}); download it again") from e
         with zf:
             names = zf.namelist()
-            bad = _first_bad_member(zf) if path.suffix == ".zip" else None
-            if bad:
-                raise LamaError(f"{path} is a corrupt zip file (member {bad} fails its CRC check); download it again")
+            if path.suffix == ".zip":  # .ckpt and .pt archives are checked by their own loaders
+                verify_zip(path)
             if any(n.endswith("config.yaml") for n in names) or any(n.endswith(".ckpt") for n in names):
                 return _load_release_zip(path, zf, config)
             if _is_torchscript(names):
@@ -222,13 +227,6 @@ def _load_file(path: Path, config: dict[str, Any] | None) -> LoadedGenerator:
         return _load_ckpt(path, config, str(path))
     raise LamaError(f"{path}: unrecognised weight file; expected big-lama.zip, a folder with config.yaml + "
                     "models/best.ckpt, .ckpt, .safetensors or a TorchScript .pt")
-
-
-def _first_bad_member(zf: zipfile.ZipFile) -> str | None:
-    try:
-        return zf.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-        return f"? ({e})"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,6 +293,13 @@ def load_generator(source: str | os.PathLike | None = None, preset: str | None =
 
     ``preset`` names the structure for weight files that carry no config (a bare ``.ckpt``).
     """
+    try:
+        return _load_generator(source, preset)
+    except OSError as e:  # unreadable file, permissions, disk errors
+        raise LamaError(f"cannot read {source}: {e}") from e
+
+
+def _load_generator(source: str | os.PathLike | None, preset: str | None) -> LoadedGenerator:
     source = default_source() if source is None else source
     config = preset_config(preset) if preset else None
     text = os.fspath(source)
@@ -322,10 +327,14 @@ def save_safetensors(loaded: LoadedGenerator, out: str | os.PathLike) -> Path:
     from safetensors.torch import save_file
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     sd = {k: v.detach().contiguous().cpu() for k, v in loaded.generator.state_dict().items()}
     meta = {"format": SAFETENSORS_FORMAT, "lama_config": json.dumps(loaded.config), "source": loaded.source}
     tmp = out.with_name(out.name + ".tmp")
-    save_file(sd, str(tmp), metadata=meta)
-    os.replace(tmp, out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_file(sd, str(tmp), metadata=meta)
+        os.replace(tmp, out)
+    except Exception as e:  # OSError, SafetensorError: unwritable place, full disk
+        tmp.unlink(missing_ok=True)
+        raise LamaError(f"cannot write {out}: {e}") from e
     return out

@@ -18,7 +18,7 @@ from .errors import LamaError
 _REF = re.compile(r"\$\{([^}]*)\}")
 
 
-def _lookup(root: dict, dotted: str, seen: tuple[str, ...]) -> Any:
+def _lookup(root: dict, dotted: str, seen: tuple[str, ...], budget: list[int]) -> Any:
     if ":" in dotted:
         raise LamaError(f"config value '${{{dotted}}}' uses a resolver; the generator section cannot use one")
     if dotted in seen:
@@ -28,19 +28,26 @@ def _lookup(root: dict, dotted: str, seen: tuple[str, ...]) -> Any:
         if not isinstance(node, dict) or part not in node:
             raise LamaError(f"config interpolation '${{{dotted}}}' points to a missing key")
         node = node[part]
-    return _resolve(node, root, (*seen, dotted))
+    return _resolve(node, root, (*seen, dotted), budget)
 
 
-def _resolve(value: Any, root: dict, seen: tuple[str, ...] = ()) -> Any:
+MAX_NODES = 10_000  # the generator section has a few dozen; YAML aliases can make billions
+
+
+def _resolve(value: Any, root: dict, seen: tuple[str, ...] = (), budget: list[int] | None = None) -> Any:
+    budget = budget if budget is not None else [MAX_NODES]
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise LamaError(f"config generator section is too large (over {MAX_NODES} values); is it a LaMa config?")
     if isinstance(value, dict):
-        return {k: _resolve(v, root, seen) for k, v in value.items()}
+        return {k: _resolve(v, root, seen, budget) for k, v in value.items()}
     if isinstance(value, list):
-        return [_resolve(v, root, seen) for v in value]
+        return [_resolve(v, root, seen, budget) for v in value]
     if isinstance(value, str):
         whole = _REF.fullmatch(value)
         if whole:  # a lone reference keeps the referenced value's type (0.75 stays a float)
-            return _lookup(root, whole.group(1).strip(), seen)
-        return _REF.sub(lambda m: str(_lookup(root, m.group(1).strip(), seen)), value)
+            return _lookup(root, whole.group(1).strip(), seen, budget)
+        return _REF.sub(lambda m: str(_lookup(root, m.group(1).strip(), seen, budget)), value)
     return value
 
 
@@ -67,6 +74,6 @@ def load_config(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError as e:
+    except (OSError, UnicodeDecodeError) as e:
         raise LamaError(f"cannot read config {path}: {e}") from e
     return load_config_text(text, str(path))

@@ -84,6 +84,8 @@ _DEFAULT_ONLY = {"norm_layer": None, "activation_layer": None, "up_norm_layer": 
                  "spatial_transform_layers": None, "spatial_transform_kwargs": {}, "out_ffc": False,
                  "out_ffc_kwargs": {}}
 _CONV_KEYS = {"ratio_gin", "ratio_gout", "enable_lfu"}
+_INT_RANGES = {"input_nc": (1, 64), "output_nc": (1, 64), "ngf": (1, 1024), "n_downsampling": (0, 8),
+               "n_blocks": (0, 200), "max_features": (1, 8192)}
 
 
 def preset_config(name: str) -> dict[str, Any]:
@@ -95,6 +97,8 @@ def preset_config(name: str) -> dict[str, Any]:
 
 def generator_from_config(cfg: dict[str, Any]) -> FFCResNetGenerator:
     """Build the generator described by a config's ``generator`` section (interpolations resolved)."""
+    if not isinstance(cfg, dict):
+        raise LamaError(f"the generator config must be a mapping, got {type(cfg).__name__}")
     kind = cfg.get("kind", "ffc_resnet")
     if kind != "ffc_resnet":
         raise LamaError(f"generator kind {kind!r} is not supported (only LaMa's 'ffc_resnet')")
@@ -105,11 +109,31 @@ def generator_from_config(cfg: dict[str, Any]) -> FFCResNetGenerator:
     if unknown:
         raise LamaError(f"unknown generator options in config: {', '.join(sorted(unknown))}")
     kwargs = {k: v for k, v in cfg.items() if k in _SUPPORTED_KEYS and k != "kind"}
+    for key, (lo, hi) in _INT_RANGES.items():
+        v = kwargs.get(key)
+        if v is not None and (type(v) is not int or not lo <= v <= hi):
+            raise LamaError(f"generator.{key} must be an integer in [{lo}, {hi}], got {v!r}")
+    if kwargs.get("add_out_act", "sigmoid") not in (True, False, "sigmoid", "tanh"):
+        raise LamaError(f"generator.add_out_act must be sigmoid, tanh, true or false, got {kwargs['add_out_act']!r}")
+    if kwargs.get("padding_type", "reflect") not in ("reflect", "zeros", "replicate", "circular"):
+        raise LamaError(f"generator.padding_type {kwargs['padding_type']!r} is not a torch padding mode")
     for key in ("init_conv_kwargs", "downsample_conv_kwargs", "resnet_conv_kwargs"):
-        extra = set(kwargs.get(key) or {}) - _CONV_KEYS
+        conv = kwargs.get(key) or {}
+        if not isinstance(conv, dict):
+            raise LamaError(f"generator.{key} must be a mapping, got {conv!r}")
+        extra = set(conv) - _CONV_KEYS
         if extra:
             raise LamaError(f"unsupported options in generator.{key}: {', '.join(sorted(extra))}")
-    return FFCResNetGenerator(**kwargs)
+        for r in ("ratio_gin", "ratio_gout"):
+            v = conv.get(r, 0)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 1:
+                raise LamaError(f"generator.{key}.{r} must be a number in [0, 1], got {v!r}")
+        if not isinstance(conv.get("enable_lfu", False), bool):
+            raise LamaError(f"generator.{key}.enable_lfu must be true or false")
+    try:
+        return FFCResNetGenerator(**kwargs)
+    except (ValueError, RuntimeError, TypeError) as e:
+        raise LamaError(f"cannot build a generator from this config: {e}") from e
 
 
 def build_preset(name: str) -> FFCResNetGenerator:

@@ -81,7 +81,10 @@ def read_image(src: ImageLike) -> tuple[np.ndarray, np.ndarray | None]:
     if isinstance(src, str | os.PathLike):
         src = _open(src, "image")
     if isinstance(src, Image.Image):
-        a = _pil_to_array(src)
+        try:
+            a = _pil_to_array(src)
+        except (OSError, ValueError, TypeError) as e:  # truncated data, modes PIL cannot convert
+            raise LamaError(f"cannot read image: {e}") from e
     elif isinstance(src, np.ndarray):
         a = _array_to_uint8(src)
     else:
@@ -106,14 +109,19 @@ def read_mask(src: ImageLike, size: tuple[int, int] | None = None) -> np.ndarray
     if isinstance(src, str | os.PathLike):
         src = _open(src, "mask")
     if isinstance(src, Image.Image):
-        if src.mode in ("RGBA", "LA", "PA") or (src.mode == "P" and "transparency" in src.info):
-            src = np.asarray(src.convert("RGBA"))  # alpha is the mask, unless it is uniform (below)
-        elif src.mode in ("L", "I", "I;16", "I;16B", "I;16L", "F"):
-            src = np.asarray(src)  # raw values: 0/1 and 0/255 masks are both common
-        else:
-            src = np.asarray(src.convert("L"))
+        try:
+            if src.mode in ("RGBA", "LA", "PA") or (src.mode == "P" and "transparency" in src.info):
+                src = np.asarray(src.convert("RGBA"))  # alpha is the mask, unless it is uniform (below)
+            elif src.mode in ("L", "I", "I;16", "I;16B", "I;16L", "F"):
+                src = np.asarray(src)  # raw values: 0/1 and 0/255 masks are both common
+            else:
+                src = np.asarray(src.convert("RGB"))
+        except (OSError, ValueError, TypeError) as e:
+            raise LamaError(f"cannot read mask: {e}") from e
     if isinstance(src, np.ndarray):
         a = src
+        if a.size == 0:
+            raise LamaError(f"mask is empty (shape {tuple(a.shape)})")
         if a.ndim == 3 and a.shape[2] == 4:
             # The alpha is the mask (a painted layer); an opaque RGBA file carries it in its colours.
             a = a[..., 3] if a[..., 3].min() != a[..., 3].max() else a[..., :3].max(axis=2)
@@ -141,8 +149,8 @@ def read_mask(src: ImageLike, size: tuple[int, int] | None = None) -> np.ndarray
 
 def dilate_mask(mask: np.ndarray, pixels: int) -> np.ndarray:
     """Grow the mask by ``pixels`` in every direction (square structuring element)."""
-    if pixels < 0:
-        raise LamaError(f"dilate must be >= 0 pixels, got {pixels}")
+    if isinstance(pixels, bool) or not isinstance(pixels, int | np.integer) or pixels < 0:
+        raise LamaError(f"dilate must be a whole number of pixels >= 0, got {pixels!r}")
     if pixels == 0 or not mask.any():
         return mask
     t = torch.from_numpy(mask.astype(np.float32))[None, None]
@@ -180,6 +188,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
         raise LamaError(f"unknown device {device!r}: {e}") from e
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise LamaError(f"device {device!r} is not supported; use cpu, cuda, mps or auto")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise LamaError("device 'cuda' was asked for but CUDA is not available; use device='cpu' or 'auto'")
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
@@ -240,13 +250,15 @@ class Inpainter:
         m = dilate_mask(read_mask(mask, rgb.shape[:2]), dilate)
         out = rgb.copy()
         if m.any():
-            pred = self.predict_raw(to_tensor(rgb), torch.from_numpy(m)[None, None].float())
+            pred = self.predict_raw(to_tensor(rgb), torch.from_numpy(np.array(m))[None, None].float())
             out = composite_uint8(rgb, m, pred[0])
         return out if alpha is None else np.dstack([out, alpha])
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
     """HxWx3 uint8 -> [1,3,H,W] float in [0,1]."""
+    if not rgb.flags.writeable:  # arrays that view PIL's buffer; torch warns on read-only memory
+        rgb = rgb.copy()
     return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255.0
 
 

@@ -23,7 +23,6 @@ import pickle
 import zipfile
 from typing import Any
 
-import numpy as np
 import torch
 
 from .errors import LamaError
@@ -89,24 +88,6 @@ def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
     return text.encode("latin1")
 
 
-def _np_reconstruct(cls, *args):
-    """numpy's array unpickling entry, for plain ``ndarray`` only (Lightning may store numpy scores)."""
-    if cls is not np.ndarray:
-        raise UnsafePickleError(f"refusing to load: numpy reconstruct of {cls!r}")
-    return np.ndarray.__new__(np.ndarray, *args)
-
-
-def _np_scalar(dtype, data=None):
-    if not isinstance(dtype, np.dtype):
-        raise UnsafePickleError("refusing to load: numpy scalar without a dtype")
-    try:
-        from numpy._core.multiarray import scalar
-    except ImportError:  # numpy < 2
-        from numpy.core.multiarray import scalar
-
-    return scalar(dtype, data) if data is not None else scalar(dtype)
-
-
 def _identity(x, *_args):
     return x
 
@@ -136,12 +117,6 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("builtins", "slice"): slice,
     ("torch", "Size"): torch.Size,
     ("_codecs", "encode"): _latin1_bytes,  # how pickle protocol 2 stores bytes
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-    ("numpy.core.multiarray", "_reconstruct"): _np_reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _np_reconstruct,
-    ("numpy.core.multiarray", "scalar"): _np_scalar,
-    ("numpy._core.multiarray", "scalar"): _np_scalar,
     ("torch.jit._pickle", "restore_type_tag"): _identity,
     ("torch.jit._pickle", "build_intlist"): _identity,
     ("torch.jit._pickle", "build_doublelist"): _identity,
@@ -162,11 +137,28 @@ def _find_class(module: str, name: str) -> Any:
     return _stand_in(module, name)
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """``pickle.Unpickler`` whose ``find_class`` never imports anything that can run code."""
+class RestrictedUnpickler(pickle._Unpickler):
+    """Pure-Python unpickler whose ``find_class`` never imports anything that can run code, and whose
+    BUILD only fills inert records and a state dict's ``_metadata`` (never attributes of real objects:
+    setting e.g. ``dump_patches`` on an allowed function would make torch write files)."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)
 
     def find_class(self, module: str, name: str) -> Any:  # noqa: D102
         return _find_class(module, name)
+
+    def load_build(self) -> None:
+        state = self.stack.pop()
+        inst = self.stack[-1]
+        if isinstance(inst, Inert):
+            inst.__setstate__(state)
+        elif type(inst) is collections.OrderedDict and isinstance(state, dict) and set(state) <= {"_metadata"}:
+            inst.__dict__.update(state)
+        else:
+            raise UnsafePickleError(f"refusing to load: the file sets the state of a {type(inst).__name__!r}, "
+                                    "which checkpoints never do")
+
+    dispatch[pickle.BUILD[0]] = load_build
 
 
 class _PickleModule:
@@ -177,16 +169,34 @@ class _PickleModule:
     load = staticmethod(lambda f, **kw: RestrictedUnpickler(f, **kw).load())
 
 
-def load_checkpoint(path_or_file, map_location: str | torch.device = "cpu") -> Any:
-    """Load a ``torch.save``/Lightning checkpoint with the restricted unpickler."""
+def load_checkpoint(path, map_location: str | torch.device = "cpu") -> Any:
+    """Load a ``torch.save``/Lightning checkpoint (zip format) with the restricted unpickler.
+
+    The pre-1.6 (non-zip) format is refused: torch's loader for it acts on ids inside the pickle
+    (it can write files), and no LaMa release uses it.
+    """
+    if not zipfile.is_zipfile(path):
+        raise LamaError(f"{path} is not a zip-format PyTorch checkpoint (torch>=1.6); older pickles are "
+                        "refused because loading them can run code. If you trust the file, re-save it with a "
+                        "current PyTorch.")
+    verify_zip(path)
     try:
-        return torch.load(path_or_file, map_location=map_location, pickle_module=_PickleModule,
-                          weights_only=False)
+        return torch.load(path, map_location=map_location, pickle_module=_PickleModule, weights_only=False)
     except UnsafePickleError:
         raise
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError,
-            AttributeError, TypeError, IndexError) as e:
-        raise LamaError(f"could not read checkpoint {path_or_file}: {e}") from e
+    except Exception as e:  # any failure inside torch or pickle means a corrupt or hostile file
+        raise LamaError(f"could not read checkpoint {path}: {type(e).__name__}: {e}") from e
+
+
+def verify_zip(path) -> None:
+    """Check every member's CRC, so that a damaged download is reported instead of loading garbage."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
+        raise LamaError(f"{path} is a corrupt zip file ({e}); download it again") from e
+    if bad:
+        raise LamaError(f"{path} is corrupt (member {bad} fails its CRC check); download it again")
 
 
 _STORAGE_DTYPES = {
@@ -211,6 +221,7 @@ def load_torchscript_tensors(path) -> dict[str, torch.Tensor]:
 
     Reads the archive's ``data.pkl`` with the restricted unpickler; no TorchScript code runs.
     """
+    verify_zip(path)
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as e:
@@ -223,6 +234,8 @@ def load_torchscript_tensors(path) -> dict[str, torch.Tensor]:
         root = pkl[0].split("/")[0]
 
         def persistent_load(pid):
+            if not isinstance(pid, tuple) or len(pid) < 5:
+                raise LamaError(f"unexpected persistent id in {path}")
             kind, storage_type, key, _location, numel = pid[:5]
             if kind != "storage":
                 raise LamaError(f"unexpected persistent id {kind!r} in {path}")
@@ -235,10 +248,10 @@ def load_torchscript_tensors(path) -> dict[str, torch.Tensor]:
         unpickler.persistent_load = persistent_load
         try:
             obj = unpickler.load()
-        except UnsafePickleError:
+        except LamaError:
             raise
-        except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, AttributeError) as e:
-            raise LamaError(f"could not read TorchScript archive {path}: {e}") from e
+        except Exception as e:  # any failure while unpickling means a corrupt or hostile file
+            raise LamaError(f"could not read TorchScript archive {path}: {type(e).__name__}: {e}") from e
     out: dict[str, torch.Tensor] = {}
     _collect_tensors(obj, "", out, set())
     return out

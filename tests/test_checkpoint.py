@@ -117,19 +117,42 @@ def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path, legacy):
     else:
         torch.save({"state_dict": {"generator.model.1.ffc.convl2l.weight": torch.zeros(1)}, "x": _Exploit(marker)},
                    path)
-    with pytest.raises(UnsafePickleError, match="system"):
+    # zip format: refused at the call; the pre-zip format: refused before unpickling starts
+    with pytest.raises(lama.LamaError, match="not a zip-format" if legacy else "system"):
         load_checkpoint(path)
     with pytest.raises(lama.LamaError):
         lama.load_model(path)
     assert not marker.exists()
 
 
-def test_numpy_values_in_callback_state_load_as_data(tmp_path):
+def _torch_zip_with_pickle(tmp_path: Path, payload: bytes) -> Path:
+    """A torch.save zip archive whose data.pkl is replaced by hand-made pickle bytes."""
+    good = tmp_path / "good.ckpt"
+    torch.save({"x": torch.zeros(2)}, good)
+    evil = tmp_path / "crafted.ckpt"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(evil, "w") as dst:
+        for item in src.infolist():
+            dst.writestr(item, payload if item.filename.endswith("/data.pkl") else src.read(item.filename))
+    return evil
+
+
+def test_build_cannot_set_attributes_of_allowed_functions(tmp_path):
+    """BUILD on an allowed global would set e.g. ``dump_patches``, which makes torch write files."""
+    import lama.safe_pickle as sp
+
+    payload = (b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n}X\x0c\x00\x00\x00dump_patchesq\x00\x88sb.")
+    with pytest.raises(UnsafePickleError, match="sets the state"):
+        load_checkpoint(_torch_zip_with_pickle(tmp_path, payload))
+    assert not hasattr(sp._rebuild_tensor, "dump_patches")
+
+
+def test_numpy_arrays_are_refused(tmp_path):
+    """numpy's unpickling can build object arrays over raw bytes (pointer forgery): never allowed."""
     import numpy as np
 
-    torch.save({"callbacks": {"score": np.float64(0.25), "history": np.arange(4)}}, tmp_path / "cb.ckpt")
-    cb = load_checkpoint(tmp_path / "cb.ckpt")["callbacks"]
-    assert cb["score"] == 0.25 and cb["history"].tolist() == [0, 1, 2, 3]
+    torch.save({"callbacks": {"history": np.array([1, None], dtype=object)}}, tmp_path / "np.ckpt")
+    with pytest.raises(UnsafePickleError):
+        load_checkpoint(tmp_path / "np.ckpt")
 
 
 def test_builtins_eval_in_a_pickle_is_refused(tmp_path):
@@ -171,6 +194,56 @@ def test_config_with_other_n_blocks_than_the_weights_names_both(tmp_path, refere
     (folder / "config.yaml").write_text(config_text(NGF, 5))
     with pytest.raises(lama.LamaError, match=r"n_blocks=5 but the weights have 2"):
         lama.load_model(folder)
+
+
+def test_corrupt_member_of_a_checkpoint_is_detected(tmp_path, files):
+    data = bytearray(files["ckpt_beside_config"].read_bytes())
+    with zipfile.ZipFile(files["ckpt_beside_config"]) as zf:
+        info = max(zf.infolist(), key=lambda i: i.file_size)  # the largest tensor
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra) + 100
+    data[start: start + 16] = bytes(16)
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(data)
+    with pytest.raises(lama.LamaError, match="corrupt"):
+        lama.load_model(bad, preset="big-lama")
+
+
+def test_yaml_alias_bomb_is_refused_quickly(tmp_path, reference):
+    folder = write_folder(tmp_path / "m", reference, config_text(NGF, N_BLOCKS))
+    lines = ["a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    lines += [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}]" for i in range(1, 40)]
+    lines += ["generator:", "  kind: ffc_resnet", "  n_blocks: 2", "  extra: *a39"]
+    (folder / "config.yaml").write_text("\n".join(lines) + "\n")
+    with pytest.raises(lama.LamaError, match="too large"):
+        lama.load_model(folder)
+
+
+@pytest.mark.parametrize(("key", "value", "match"), [
+    ("ngf", "abc", "ngf must be an integer"), ("n_blocks", 2.5, "n_blocks must be an integer"),
+    ("add_out_act", "softmax", "add_out_act"),
+])
+def test_config_values_of_the_wrong_type_are_clear_errors(tmp_path, reference, key, value, match):
+    from lama.generator import generator_from_config
+
+    cfg = dict(SMALL_GENERATOR, **{key: value})
+    with pytest.raises(lama.LamaError, match=match):
+        generator_from_config(cfg)
+    bad_ratio = dict(SMALL_GENERATOR, resnet_conv_kwargs={"ratio_gin": 2, "ratio_gout": 2, "enable_lfu": False})
+    with pytest.raises(lama.LamaError, match="ratio_gin must be a number in"):
+        generator_from_config(bad_ratio)
+
+
+def test_non_utf8_config_and_odd_safetensors_metadata(tmp_path, reference):
+    folder = write_folder(tmp_path / "m", reference, config_text(NGF, N_BLOCKS))
+    (folder / "config.yaml").write_bytes(b"generator: \xff\xfe\n")
+    with pytest.raises(lama.LamaError, match="cannot read config|not valid YAML"):
+        lama.load_model(folder)
+    st = write_safetensors(tmp_path / "x.safetensors", reference, None)
+    from safetensors.torch import load_file, save_file
+
+    save_file(load_file(str(st)), str(tmp_path / "y.safetensors"), metadata={"lama_config": "[1, 2]"})
+    with pytest.raises(lama.LamaError, match="not a mapping"):
+        lama.load_model(tmp_path / "y.safetensors")
 
 
 def test_unknown_source_says_what_was_tried():

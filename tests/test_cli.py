@@ -83,6 +83,20 @@ def test_single_file_via_the_module_entry_point(tmp_path, model_dir):
     assert np.asarray(Image.open(tmp_path / "o" / "p.png")).shape == (64, 64, 3)
 
 
+def test_a_mask_pil_cannot_read_does_not_stop_the_batch(tmp_path, model_dir, capsys):
+    inp, masks, out = tmp_path / "in", tmp_path / "masks", tmp_path / "out"
+    inp.mkdir()
+    masks.mkdir()
+    for name in ("a", "b", "c"):
+        _photo().save(inp / f"{name}.png")
+        _mask().save(masks / f"{name}.png")
+    (masks / "b.png").write_bytes((masks / "b.png").read_bytes()[:60])  # truncated
+    assert main(["predict", "--model", str(model_dir), "--input", str(inp), "--mask", str(masks),
+                 "--output", str(out), "--quiet"]) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "c.png"]
+    assert "b.png" in capsys.readouterr().err
+
+
 def test_missing_input_is_one_clear_error(tmp_path, capsys):
     assert main(["predict", "--input", str(tmp_path / "nope"), "--output", str(tmp_path / "o")]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -150,6 +150,22 @@ def test_bad_inputs_raise_lama_error(tmp_path, model):
         model(np.zeros((4, 4, 2), np.uint8), np.ones((4, 4), bool))
     with pytest.raises(lama.LamaError, match="dilate"):
         model(np.zeros((4, 4, 3), np.uint8), np.ones((4, 4), bool), dilate=-1)
+    with pytest.raises(lama.LamaError, match="dilate"):
+        model(np.zeros((4, 4, 3), np.uint8), np.ones((4, 4), bool), dilate=2.5)
+    with pytest.raises(lama.LamaError, match="mask is empty"):
+        model(np.zeros((4, 4, 3), np.uint8), np.zeros((0, 0), bool))
+    png = tmp_path / "t.png"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8) + 100).save(png)
+    png.write_bytes(png.read_bytes()[:-40])  # truncated file, opened lazily by PIL
+    with pytest.raises(lama.LamaError, match="cannot read"):
+        model(Image.open(png), np.ones((64, 64), bool))
+    lab_mask = Image.fromarray(np.zeros((4, 4, 3), np.uint8), mode="RGB").convert("LAB")
+    try:  # an odd colour mode either converts or is one clear error, never a bare traceback
+        assert read_mask(lab_mask).shape == (4, 4)
+    except lama.LamaError:
+        pass
+    with pytest.raises(lama.LamaError, match="not supported"):
+        Inpainter(torch.nn.Identity(), device="meta")
 
 
 def test_dilation_grows_the_mask_by_the_given_pixels():

@@ -1,0 +1,625 @@
+"""Mask generators of the LaMa paper (irregular strokes, boxes, their mix, segmentation shapes) and its presets.
+
+Every generator follows the draw logic of the official code (``saicinpainting/training/data/masks.py`` and
+``saicinpainting/evaluation/masks/mask.py`` in advimman/lama) but takes an explicit ``numpy.random.Generator``,
+so that the same seed gives the same masks on any machine; the official code draws from numpy's global state.
+Masks are float32 HxW arrays with 1 = hole (the pixels to fill) and 0 = known.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import cv2
+import numpy as np
+
+from .errors import LamaError
+
+__all__ = [
+    "DATA_GEN_PRESETS", "RANDOM_PRESETS", "SEGM_PRESETS", "BoxMaskGenerator", "IrregularMaskGenerator",
+    "MaskGenerator", "MaskRCNNSegmenter", "MixedMaskGenerator", "SegmentationMaskGenerator",
+    "make_mask_generator", "make_random_irregular_mask", "make_random_rectangle_mask", "propose_random_square_crop",
+]
+
+# The official code mirrors the stroke angle with this truncated pi, not math.pi.
+_OFFICIAL_TWO_PI = 2 * 3.1415926
+
+
+def _check_rng(rng: Any) -> np.random.Generator:
+    """Refuse the global numpy state (or a RandomState): only a Generator makes the seed portable."""
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng)!r}")
+    return rng
+
+
+# ---------------------------------------------------------------------------------------------
+# Irregular strokes and boxes
+
+
+def make_random_irregular_mask(height: int, width: int, rng: np.random.Generator, *, max_angle: int = 4,
+                               max_len: int = 60, max_width: int = 20, min_times: int = 0,
+                               max_times: int = 10) -> np.ndarray:
+    """Polygonal chains of thick round-capped lines, drawn as the official ``make_random_irregular_mask``.
+
+    Per mask ``times`` ~ U{min_times..max_times} chains; each starts at a uniform pixel and has 1-5 segments
+    with angle ``0.01 + U{0..max_angle-1}`` (mirrored to ``2*pi - angle`` on even chains), length
+    ``10 + U{0..max_len-1}`` and width ``5 + U{0..max_width-1}``; end points are clipped to [0, size].
+    """
+    _check_rng(rng)
+    mask = np.zeros((height, width), np.float32)
+    times = int(rng.integers(min_times, max_times + 1))
+    for i in range(times):
+        x = int(rng.integers(width))
+        y = int(rng.integers(height))
+        for _ in range(1 + int(rng.integers(5))):
+            angle = 0.01 + int(rng.integers(max_angle))
+            if i % 2 == 0:
+                angle = _OFFICIAL_TWO_PI - angle
+            length = 10 + int(rng.integers(max_len))
+            brush_w = 5 + int(rng.integers(max_width))
+            # truncation toward zero, then clipping to [0, size] (one past the last pixel), as the official
+            end_x = min(max(int(x + length * math.sin(angle)), 0), width)
+            end_y = min(max(int(y + length * math.cos(angle)), 0), height)
+            cv2.line(mask, (x, y), (end_x, end_y), 1.0, brush_w)
+            x, y = end_x, end_y
+    return mask
+
+
+def make_random_rectangle_mask(height: int, width: int, rng: np.random.Generator, *, margin: int = 10,
+                               bbox_min_size: int = 30, bbox_max_size: int = 100, min_times: int = 0,
+                               max_times: int = 3) -> np.ndarray:
+    """Axis-aligned boxes as the official ``make_random_rectangle_mask``: sides ~ U[min, max) inside the margin."""
+    _check_rng(rng)
+    mask = np.zeros((height, width), np.float32)
+    bbox_max_size = min(bbox_max_size, height - margin * 2, width - margin * 2)
+    if bbox_max_size <= bbox_min_size:
+        raise ValueError(f"a {height}x{width} canvas with margin {margin} has no room for boxes of at least "
+                         f"{bbox_min_size} pixels")
+    times = int(rng.integers(min_times, max_times + 1))
+    for _ in range(times):
+        box_w = int(rng.integers(bbox_min_size, bbox_max_size))
+        box_h = int(rng.integers(bbox_min_size, bbox_max_size))
+        x = int(rng.integers(margin, width - margin - box_w + 1))
+        y = int(rng.integers(margin, height - margin - box_h + 1))
+        mask[y:y + box_h, x:x + box_w] = 1
+    return mask
+
+
+class MaskGenerator(ABC):
+    """A random mask generator: ``gen(height, width, rng)`` gives one mask, ``get_masks`` the per-image variants."""
+
+    variants_n: int = 1
+    needs_image: bool = False  # segmentation masks need the photo; these only need its size
+
+    @abstractmethod
+    def __call__(self, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+        """One float32 HxW mask in {0, 1} (1 = hole)."""
+
+    def get_masks(self, height: int, width: int, rng: np.random.Generator) -> list[np.ndarray]:
+        """The ``variants_n`` independent masks the official ``MakeManyMasksWrapper`` draws for one image."""
+        return [self(height, width, rng) for _ in range(self.variants_n)]
+
+
+class IrregularMaskGenerator(MaskGenerator):
+    """The official ``RandomIrregularMaskGenerator`` without a training ramp.
+
+    Its ramp coefficient is 1 outside training, and the official formula then allows ``max_times + 1``
+    chains (``min_times + 1 + (max_times - min_times) * 1``); we keep that so the statistics match.
+    """
+
+    def __init__(self, max_angle: int = 4, max_len: int = 60, max_width: int = 20, min_times: int = 0,
+                 max_times: int = 10) -> None:
+        self.max_angle, self.max_len, self.max_width = max_angle, max_len, max_width
+        self.min_times, self.max_times = min_times, max_times
+
+    def __call__(self, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+        return make_random_irregular_mask(height, width, rng, max_angle=self.max_angle, max_len=max(1, self.max_len),
+                                          max_width=max(1, self.max_width), min_times=self.min_times,
+                                          max_times=self.max_times + 1)
+
+
+class BoxMaskGenerator(MaskGenerator):
+    """The official ``RandomRectangleMaskGenerator`` without a training ramp.
+
+    With the ramp at 1 the official upper bound on a box side becomes ``bbox_max_size + 1`` (exclusive),
+    so sides reach ``bbox_max_size`` itself; we keep that.
+    """
+
+    def __init__(self, margin: int = 10, bbox_min_size: int = 30, bbox_max_size: int = 100, min_times: int = 0,
+                 max_times: int = 3) -> None:
+        self.margin, self.bbox_min_size, self.bbox_max_size = margin, bbox_min_size, bbox_max_size
+        self.min_times, self.max_times = min_times, max_times
+
+    def __call__(self, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+        return make_random_rectangle_mask(height, width, rng, margin=self.margin, bbox_min_size=self.bbox_min_size,
+                                          bbox_max_size=self.bbox_max_size + 1, min_times=self.min_times,
+                                          max_times=self.max_times)
+
+
+class MixedMaskGenerator(MaskGenerator):
+    """The official ``MixedMaskGenerator``: each mask comes from ONE kind, picked with the normalised weights.
+
+    Kinds with weight 0 are left out before normalising, as the official. Segmentation and "squares" masks
+    are not mixed in here (every evaluation preset gives them weight 0); use :class:`SegmentationMaskGenerator`.
+    """
+
+    def __init__(self, irregular_proba: float = 1 / 3, irregular_kwargs: dict | None = None,
+                 box_proba: float = 1 / 3, box_kwargs: dict | None = None, segm_proba: float = 0.0,
+                 squares_proba: float = 0.0, variants_n: int = 2) -> None:
+        if segm_proba > 0 or squares_proba > 0:
+            raise ValueError("segm_proba and squares_proba are not supported in MixedMaskGenerator; "
+                             "use SegmentationMaskGenerator for segmentation masks")
+        self.gens: list[MaskGenerator] = []
+        weights = []
+        if irregular_proba > 0:
+            self.gens.append(IrregularMaskGenerator(**(irregular_kwargs or {})))
+            weights.append(irregular_proba)
+        if box_proba > 0:
+            self.gens.append(BoxMaskGenerator(**(box_kwargs or {})))
+            weights.append(box_proba)
+        if not self.gens:
+            raise ValueError("MixedMaskGenerator needs irregular_proba or box_proba above 0")
+        w = np.asarray(weights, np.float32)  # float32 as the official, then the cdf in float64
+        self.probas = w / w.sum()
+        self._cdf = np.cumsum(self.probas.astype(np.float64))
+        self._cdf /= self._cdf[-1]
+        self.variants_n = variants_n
+
+    def __call__(self, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+        # one uniform draw per mask, even with a single kind, as numpy's choice(p=...) in the official code
+        kind = min(int(np.searchsorted(self._cdf, _check_rng(rng).random(), side="right")), len(self.gens) - 1)
+        return self.gens[kind](height, width, rng)
+
+
+# ---------------------------------------------------------------------------------------------
+# Presets: configs/data_gen/*.yaml of the official repository, as data
+
+
+def _random_preset(size: int, irregular: dict, box: dict | None) -> dict:
+    kwargs: dict[str, Any] = {"irregular_proba": 1, "irregular_kwargs": dict(max_angle=4, **irregular)}
+    if box is None:
+        kwargs["box_proba"] = 0
+    else:
+        kwargs["box_proba"] = 0.3
+        kwargs["box_kwargs"] = box
+    kwargs.update(segm_proba=0, squares_proba=0, variants_n=5)
+    return {
+        "generator_kind": "random",
+        "mask_generator_kwargs": kwargs,
+        "max_masks_per_image": 1,
+        "cropping": {"out_min_size": size, "handle_small_mode": "upscale", "out_square_crop": True,
+                     "crop_min_overlap": 1},
+        "max_tamper_area": 0.5,
+    }
+
+
+def _segm_preset(size: int) -> dict:
+    return {
+        "generator_kind": "segmentation",
+        "mask_generator_kwargs": dict(
+            confidence_threshold=0.5, max_object_area=0.5, min_mask_area=0.05, downsample_levels=6,
+            num_variants_per_mask=3, rigidness_mode=1, max_foreground_coverage=1, max_foreground_intersection=1,
+            max_mask_intersection=0.2, max_hidden_area=0.5, max_scale_change=0.25, horizontal_flip=True,
+            max_vertical_shift=0.3, position_shuffle=True),
+        "max_masks_per_image": 1,
+        "cropping": {"out_min_size": size, "handle_small_mode": "upscale", "out_square_crop": True,
+                     "crop_min_overlap": 1},
+        "max_tamper_area": 0.5,
+    }
+
+
+#: The dataset recipes of the official ``configs/data_gen/*.yaml`` (paper: narrow = thin, wide = thick).
+DATA_GEN_PRESETS: dict[str, dict] = {
+    "random_thin_256": _random_preset(
+        256, dict(min_times=4, max_times=50, max_width=10, max_len=40), None),
+    "random_medium_256": _random_preset(
+        256, dict(min_times=4, max_times=5, max_width=50, max_len=100),
+        dict(margin=0, bbox_min_size=10, bbox_max_size=50, max_times=5, min_times=1)),
+    "random_thick_256": _random_preset(
+        256, dict(min_times=1, max_times=5, max_width=100, max_len=200),
+        dict(margin=10, bbox_min_size=30, bbox_max_size=150, max_times=3, min_times=1)),
+    "random_thin_512": _random_preset(
+        512, dict(min_times=4, max_times=70, max_width=20, max_len=100), None),
+    "random_medium_512": _random_preset(
+        512, dict(min_times=4, max_times=10, max_width=100, max_len=200),
+        dict(margin=0, bbox_min_size=30, bbox_max_size=150, max_times=5, min_times=1)),
+    "random_thick_512": _random_preset(
+        512, dict(min_times=1, max_times=5, max_width=250, max_len=450),
+        dict(margin=10, bbox_min_size=30, bbox_max_size=300, max_times=4, min_times=1)),
+    "segm_256": _segm_preset(256),
+    "segm_512": _segm_preset(512),
+}
+RANDOM_PRESETS = tuple(k for k, v in DATA_GEN_PRESETS.items() if v["generator_kind"] == "random")
+SEGM_PRESETS = tuple(k for k, v in DATA_GEN_PRESETS.items() if v["generator_kind"] == "segmentation")
+
+
+def make_mask_generator(preset: str, segmenter: Segmenter | None = None) -> Any:
+    """The mask generator of a preset: a :class:`MixedMaskGenerator` for ``random_*``, otherwise a
+    :class:`SegmentationMaskGenerator` (``needs_image`` is True; default segmenter: Mask R-CNN)."""
+    if preset not in DATA_GEN_PRESETS:
+        raise LamaError(f"unknown mask preset {preset!r}; choose one of {', '.join(DATA_GEN_PRESETS)}")
+    cfg = copy.deepcopy(DATA_GEN_PRESETS[preset])
+    if cfg["generator_kind"] == "random":
+        return MixedMaskGenerator(**cfg["mask_generator_kwargs"])
+    return SegmentationMaskGenerator(segmenter, **cfg["mask_generator_kwargs"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Square crop of the dataset recipe
+
+
+def propose_random_square_crop(mask: np.ndarray, rng: np.random.Generator,
+                               min_overlap: float = 0.5) -> tuple[int, int, int, int]:
+    """A random square crop (left, top, right, bottom) whose side is the image's short side, as the official.
+
+    The crop contains the mask's point at ``min_overlap`` of its extent along the long side (its last row or
+    column for ``min_overlap=1``, the value of every evaluation preset). An empty mask leaves the crop free
+    (the official raises and retries the whole image).
+    """
+    _check_rng(rng)
+    height, width = mask.shape[:2]
+    long_side, size = (width, height) if height < width else (height, width)
+    hole = np.asarray(mask) > 0.5
+    coords = np.flatnonzero(hole.any(axis=0) if height < width else hole.any(axis=1))
+    if coords.size:
+        lo, hi = int(coords[0]), int(coords[-1])
+        anchor = lo + (hi - lo) * min_overlap
+        first = max(0.0, min(long_side - size - 1, anchor - size))
+        last = max(first + 1, min(long_side - size, anchor))
+    else:
+        first, last = 0.0, float(max(1, long_side - size))
+    # the official passes these floats to numpy's randint, which truncates them
+    start = int(rng.integers(int(first), int(last)))
+    if height < width:
+        return start, 0, start + size, height
+    return 0, start, width, start + size
+
+
+# ---------------------------------------------------------------------------------------------
+# Segmentation masks: object shapes moved to another place of the same photo
+
+Instance = tuple  # (binary HxW mask, label) or (binary HxW mask, label, score)
+Segmenter = Callable[[np.ndarray], Sequence[Instance]]
+
+
+def _resize_nearest(a: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """Nearest-neighbour resize with pixel-centre alignment (skimage ``order=0``), in exact integer arithmetic
+    so that it is the same on every machine."""
+    in_h, in_w = a.shape
+    rows = ((2 * np.arange(out_h) + 1) * in_h) // (2 * out_h)
+    cols = ((2 * np.arange(out_w) + 1) * in_w) // (2 * out_w)
+    return a[rows[:, None], cols[None, :]]
+
+
+def _countless(labels: np.ndarray) -> np.ndarray:
+    """Halve a label map: per 2x2 block, a label found twice among the first three pixels, else the fourth.
+
+    This is the "zero-corrected COUNTLESS" downsampling the official code uses for its coarse search grid.
+    """
+    a, b, c, d = labels[0::2, 0::2], labels[0::2, 1::2], labels[1::2, 0::2], labels[1::2, 1::2]
+    return np.where((a == b) | (a == c), a, np.where(b == c, b, d))
+
+
+def _limits(indicator: np.ndarray) -> tuple[int, int]:
+    """First index and one past the last index of True (0 and len when there is none, as the official)."""
+    return int(indicator.argmax()), int(len(indicator) - indicator[::-1].argmax())
+
+
+@dataclass(frozen=True)
+class _ObjectMask:
+    """An object's tight mask placed at (up, left) on a canvas; it may stick out until cropped."""
+
+    height: int
+    width: int
+    up: int
+    down: int
+    left: int
+    right: int
+    mask: np.ndarray
+
+    @classmethod
+    def from_full(cls, full: np.ndarray) -> _ObjectMask:
+        (up, down), (left, right) = _limits(full.any(axis=1)), _limits(full.any(axis=0))
+        return cls(full.shape[0], full.shape[1], up, down, left, right, full[up:down, left:right].copy())
+
+    def area(self) -> int:
+        return int(self.mask.sum())
+
+    def rescaled(self, factor: float) -> _ObjectMask:
+        """Nearest-neighbour scaling about the box centre (the official skimage ``rescale(order=0)``)."""
+        h, w = self.mask.shape
+        scaled = _resize_nearest(self.mask, max(int(np.round(factor * h)), 1), max(int(np.round(factor * w)), 1))
+        (up, down), (left, right) = _limits(scaled.any(axis=1)), _limits(scaled.any(axis=0))
+        scaled = scaled[up:down, left:right]
+        yc, xc = self.up + (self.down - self.up) / 2, self.left + (self.right - self.left) / 2
+        new_up, new_left = int(round(yc - scaled.shape[0] / 2)), int(round(xc - scaled.shape[1] / 2))
+        return replace(self, up=new_up, down=new_up + scaled.shape[0], left=new_left,
+                       right=new_left + scaled.shape[1], mask=scaled)
+
+    def flipped(self) -> _ObjectMask:
+        return replace(self, mask=self.mask[:, ::-1])
+
+    def shifted(self, vertical: int = 0, horizontal: int = 0) -> _ObjectMask:
+        return replace(self, up=self.up + vertical, down=self.down + vertical, left=self.left + horizontal,
+                       right=self.right + horizontal)
+
+    def cropped(self, vertical: bool = True, horizontal: bool = True) -> _ObjectMask:
+        """The part inside the canvas; an object wholly outside becomes empty."""
+        m, up, down, left, right = self.mask, self.up, self.down, self.left, self.right
+        empty = replace(self, up=0, down=0, left=0, right=0, mask=np.zeros((0, 0), bool))
+        if vertical:
+            if up >= self.height or down <= 0:
+                return empty
+            m = m[max(-up, 0):m.shape[0] - max(down - self.height, 0)]
+            up, down = max(up, 0), min(down, self.height)
+        if horizontal:
+            if left >= self.width or right <= 0:
+                return empty
+            m = m[:, max(-left, 0):m.shape[1] - max(right - self.width, 0)]
+            left, right = max(left, 0), min(right, self.width)
+        return replace(self, up=up, down=down, left=left, right=right, mask=m)
+
+    def full(self) -> np.ndarray:
+        c = self.cropped()
+        out = np.zeros((self.height, self.width), bool)
+        out[c.up:c.down, c.left:c.right] = c.mask
+        return out
+
+    def overlap(self, full: np.ndarray) -> int:
+        """Pixels shared with a canvas-sized mask (self must be cropped to the canvas)."""
+        return int((full[self.up:self.down, self.left:self.right] & self.mask).sum())
+
+
+class SegmentationMaskGenerator:
+    """The paper's "segm" masks: shapes of detected objects moved elsewhere in the same photo.
+
+    The official ``SegmentationMask`` algorithm: objects of a "thing" class covering less than
+    ``max_object_area`` of the image are candidates; on a coarse grid (label map resized to powers of two and
+    halved by COUNTLESS until it is ``2**downsample_levels`` wide) each candidate gets up to
+    ``num_variants_per_mask`` placements (random scale within ``max_scale_change``, optional mirror, vertical
+    shift within ``max_vertical_shift``, then the first horizontal shift in random order that hides at most
+    ``max_hidden_area`` of the shape and overlaps the original object and earlier placements by at most
+    ``max_mask_intersection``); each placement is then applied to the full-resolution shape, and masks
+    covering at most ``min_mask_area`` of the image are dropped. There is no dilation, as in the official code.
+    Defaults are those of the official ``configs/data_gen/segm_{256,512}.yaml``.
+
+    ``segmenter(image)`` returns instances as ``(mask, label)`` or ``(mask, label, score)``, best first; they
+    are merged into one label map like detectron2's panoptic combination (an instance more than half hidden
+    by better ones is dropped, otherwise it keeps its unclaimed pixels); instances with a score below
+    ``confidence_threshold`` are ignored. Differences from the official: it ran detectron2's Panoptic FPN
+    (R101, COCO) and fed it RGB where the model expects BGR; the default here is torchvision's Mask R-CNN
+    (COCO, the same 80 thing classes) on correct RGB, which labels no "stuff", so the background is one
+    label (0) in the coarse grid. ``thing_labels`` (None = every instance is a thing) marks the labels that
+    may be moved; other instances only occupy pixels, as "stuff" does.
+    """
+
+    needs_image = True
+
+    def __init__(self, segmenter: Segmenter | None = None, *, confidence_threshold: float = 0.5,
+                 rigidness_mode: int = 1, max_object_area: float = 0.5, min_mask_area: float = 0.05,
+                 downsample_levels: int = 6, num_variants_per_mask: int = 3, max_mask_intersection: float = 0.2,
+                 max_foreground_coverage: float = 1.0, max_foreground_intersection: float = 1.0,
+                 max_hidden_area: float = 0.5, max_scale_change: float = 0.25, horizontal_flip: bool = True,
+                 max_vertical_shift: float = 0.3, position_shuffle: bool = True,
+                 thing_labels: Collection | None = None, overlap_threshold: float = 0.5) -> None:
+        if rigidness_mode not in (0, 1):
+            raise ValueError("rigidness_mode must be 0 (soft: only the object itself) or 1 (rigid: every object)")
+        self.segmenter = segmenter if segmenter is not None else MaskRCNNSegmenter(confidence_threshold)
+        self.confidence_threshold = confidence_threshold
+        self.rigidness_mode = rigidness_mode
+        self.max_object_area, self.min_mask_area = max_object_area, min_mask_area
+        self.downsample_levels, self.num_variants_per_mask = downsample_levels, num_variants_per_mask
+        self.max_mask_intersection = max_mask_intersection
+        self.max_foreground_coverage, self.max_foreground_intersection = (max_foreground_coverage,
+                                                                          max_foreground_intersection)
+        self.max_hidden_area, self.max_scale_change = max_hidden_area, max_scale_change
+        self.horizontal_flip, self.max_vertical_shift = horizontal_flip, max_vertical_shift
+        self.position_shuffle = position_shuffle
+        self.thing_labels = None if thing_labels is None else set(thing_labels)
+        self.overlap_threshold = overlap_threshold
+
+    # -- label map --------------------------------------------------------------------------
+
+    def label_map(self, image: np.ndarray) -> tuple[np.ndarray, list[int]]:
+        """Instances merged into one int32 map (0 = none) and the ids that are things, in order."""
+        h, w = image.shape[:2]
+        things, stuff = [], []
+        for inst in self.segmenter(image):
+            m, label = np.asarray(inst[0]).astype(bool), inst[1]
+            if m.shape != (h, w):
+                raise ValueError(f"segmenter returned a {m.shape} mask for a {h}x{w} image")
+            if len(inst) > 2 and float(inst[2]) < self.confidence_threshold:
+                continue
+            (things if self.thing_labels is None or label in self.thing_labels else stuff).append(m)
+        labels = np.zeros((h, w), np.int32)
+        thing_ids: list[int] = []
+        next_id = 1
+        for m in things:
+            area = int(m.sum())
+            if area == 0:
+                continue
+            taken = int((m & (labels > 0)).sum())
+            if taken / area > self.overlap_threshold:
+                continue
+            labels[m & (labels == 0)] = next_id
+            thing_ids.append(next_id)
+            next_id += 1
+        for m in stuff:  # stuff fills only what the things left
+            free = m & (labels == 0)
+            if free.any():
+                labels[free] = next_id
+                next_id += 1
+        return labels, thing_ids
+
+    def _coarse(self, labels: np.ndarray) -> np.ndarray:
+        h, w = labels.shape
+        th = h if h & (h - 1) == 0 else 1 << h.bit_length()
+        tw = w if w & (w - 1) == 0 else 1 << w.bit_length()
+        iterations = tw.bit_length() - 1 - self.downsample_levels
+        if iterations < 0:
+            raise ValueError(f"image width {w} is below 2**downsample_levels = {2 ** self.downsample_levels}")
+        if th.bit_length() - 1 < iterations:
+            raise ValueError(f"image height {h} is too small for the coarse grid of a {w}-wide image")
+        coarse = _resize_nearest(labels, th, tw)
+        for _ in range(iterations):
+            coarse = _countless(coarse)
+        return coarse
+
+    # -- placement search on the coarse grid ------------------------------------------------------
+
+    def _masks_ok(self, cand: _ObjectMask, total: int, previous: list[np.ndarray]) -> bool:
+        for prev in previous:
+            inter = cand.overlap(prev)
+            if inter / prev.sum() > self.max_mask_intersection:
+                return False
+            # the part pushed off the canvas counts as overlap, as in the official formula
+            if 1 - (cand.area() - inter) / total > self.max_mask_intersection:
+                return False
+        return True
+
+    def _foreground_ok(self, cand: _ObjectMask, foreground: list[np.ndarray]) -> bool:
+        area = cand.area()
+        for obj in foreground:
+            inter = cand.overlap(obj)
+            if inter / obj.sum() > self.max_foreground_coverage:
+                return False
+            if area > 0 and inter / area > self.max_foreground_intersection:
+                return False
+        return True
+
+    def _placements(self, obj: np.ndarray, foreground: list[np.ndarray], rng: np.random.Generator) -> list[dict]:
+        orig = _ObjectMask.from_full(obj)
+        H, W = orig.height, orig.width
+        chosen: list[np.ndarray] = []
+        params: list[dict] = []
+        min_scale = 0.0  # raised to 1 once a shrink has made the shape vanish
+        for _ in range(self.num_variants_per_mask):
+            scale = rng.uniform(1 - self.max_scale_change, 1 + self.max_scale_change)
+            flip = bool(rng.integers(2)) if self.horizontal_flip else False
+            v_shift = rng.uniform(-self.max_vertical_shift, self.max_vertical_shift)
+            # grow no more than what keeps the scaled shape inside the canvas around its centre
+            scale = max(min(scale, 2 * min(orig.up, H - orig.down) / H + 1.0,
+                            2 * min(orig.left, W - orig.right) / W + 1.0), min_scale)
+            aug = orig.rescaled(scale)
+            if flip:
+                aug = aug.flipped()
+            total = aug.area()
+            if total == 0:
+                min_scale = 1.0
+                continue
+            rows = aug.mask.sum(axis=1) / total
+            hide_up = int(np.searchsorted(rows.cumsum(), self.max_hidden_area))
+            hide_down = int(np.searchsorted(rows[::-1].cumsum(), self.max_hidden_area))
+            v_shift = float(np.clip(v_shift, -(aug.up + hide_up) / H, (H - aug.down + hide_down) / H))
+            aug = aug.shifted(vertical=int(round(H * v_shift))).cropped(vertical=True, horizontal=False)
+
+            hidden_left = self.max_hidden_area - (1 - aug.area() / total)
+            cols = aug.mask.sum(axis=0) / total
+            hide_left = int(np.searchsorted(cols.cumsum(), hidden_left))
+            hide_right = int(np.searchsorted(cols[::-1].cumsum(), hidden_left))
+            shifts = np.arange(-hide_left, W - (aug.right - aug.left) + hide_right + 1) - aug.left
+            if self.position_shuffle:
+                rng.shuffle(shifts)
+            found = False
+            for h_shift in shifts:
+                cand = aug.shifted(horizontal=int(h_shift)).cropped()
+                if self._masks_ok(cand, total, [obj, *chosen]) and self._foreground_ok(cand, foreground):
+                    chosen.append(cand.full())
+                    params.append({"scaling_factor": float(scale), "horizontal_flip": flip,
+                                   "vertical_shift": v_shift, "horizontal_shift": int(h_shift) / W})
+                    found = True
+                    break
+            if not found:
+                break
+        return params
+
+    # -- public -------------------------------------------------------------------------------
+
+    def get_masks(self, image: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+        """All segmentation masks for one HxWx3 uint8 RGB photo: float32 HxW arrays in {0, 1}."""
+        _check_rng(rng)
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"expected an HxWx3 RGB image, got shape {image.shape}")
+        labels, thing_ids = self.label_map(image)
+        h, w = labels.shape
+        candidates = [i for i in thing_ids if (labels == i).sum() / (h * w) < self.max_object_area]
+        coarse = self._coarse(labels)
+        scene = [coarse == i for i in thing_ids if (coarse == i).any()]
+        out: list[np.ndarray] = []
+        for obj_id in candidates:
+            obj = coarse == obj_id
+            if not obj.any():
+                continue
+            foreground = [obj] if self.rigidness_mode == 0 else scene
+            full = _ObjectMask.from_full(labels == obj_id)
+            for p in self._placements(obj, foreground, rng):
+                aug = full.rescaled(p["scaling_factor"])
+                if p["horizontal_flip"]:
+                    aug = aug.flipped()
+                aug = aug.shifted(int(round(h * p["vertical_shift"])), int(round(w * p["horizontal_shift"])))
+                mask = aug.full().astype(np.float32)
+                if mask.mean() <= self.min_mask_area:
+                    continue
+                out.append(mask)
+        return out
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+        """One of the masks at random, as the official ``RandomSegmentationMaskGenerator`` (None if there is none)."""
+        masks = [m for m in self.get_masks(image, rng) if 0 < m.mean() < 1]
+        return masks[int(rng.integers(len(masks)))] if masks else None
+
+
+class MaskRCNNSegmenter:
+    """torchvision's Mask R-CNN (ResNet-50 FPN, COCO weights) as the default instance segmenter.
+
+    Built on first use, so that importing or configuring never downloads; the weights go to the torch hub cache.
+    Returns ``(mask, category name, score)`` for detections scoring at least ``confidence_threshold``, best first.
+    """
+
+    def __init__(self, confidence_threshold: float = 0.5, device: str | None = None,
+                 mask_threshold: float = 0.5) -> None:
+        self.confidence_threshold, self.mask_threshold = confidence_threshold, mask_threshold
+        self.device = device
+        self._model = None
+        self._categories: list[str] = []
+
+    def _build(self) -> None:
+        import torch
+        from torchvision.models.detection import MaskRCNN_ResNet50_FPN_Weights, maskrcnn_resnet50_fpn
+
+        weights = MaskRCNN_ResNet50_FPN_Weights.COCO_V1
+        model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None,
+                                      num_classes=len(weights.meta["categories"]))
+        try:
+            state = torch.hub.load_state_dict_from_url(weights.url, progress=True, check_hash=True)
+        except Exception as e:  # offline, proxy, corrupt download: one clear message
+            raise LamaError(
+                f"could not get the Mask R-CNN COCO weights ({weights.url}) for segmentation masks: {e}. "
+                f"Connect to the internet once (they are cached in {torch.hub.get_dir()}/checkpoints), or pass "
+                "your own segmenter to SegmentationMaskGenerator.") from e
+        model.load_state_dict(state)
+        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self._model = model.eval().to(device)
+        self.device = device
+        self._categories = list(weights.meta["categories"])
+
+    def __call__(self, image: np.ndarray) -> list[tuple[np.ndarray, str, float]]:
+        import torch
+
+        if self._model is None:
+            self._build()
+        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255).to(self.device)
+        with torch.inference_mode():
+            pred = self._model([x])[0]
+        out = []
+        for m, label, score in zip(pred["masks"], pred["labels"], pred["scores"], strict=True):
+            if float(score) < self.confidence_threshold:
+                continue
+            out.append(((m[0] > self.mask_threshold).cpu().numpy(), self._categories[int(label)], float(score)))
+        return out
