@@ -238,7 +238,8 @@ RANDOM_PRESETS = tuple(k for k, v in DATA_GEN_PRESETS.items() if v["generator_ki
 SEGM_PRESETS = tuple(k for k, v in DATA_GEN_PRESETS.items() if v["generator_kind"] == "segmentation")
 
 
-def make_mask_generator(preset: str, segmenter: Segmenter | None = None) -> Any:
+def make_mask_generator(preset: str,
+                        segmenter: Segmenter | None = None) -> MixedMaskGenerator | SegmentationMaskGenerator:
     """The mask generator of a preset: a :class:`MixedMaskGenerator` for ``random_*``, otherwise a
     :class:`SegmentationMaskGenerator` (``needs_image`` is True; default segmenter: Mask R-CNN)."""
     if preset not in DATA_GEN_PRESETS:
@@ -257,9 +258,10 @@ def propose_random_square_crop(mask: np.ndarray, rng: np.random.Generator,
                                min_overlap: float = 0.5) -> tuple[int, int, int, int]:
     """A random square crop (left, top, right, bottom) whose side is the image's short side, as the official.
 
-    The crop contains the mask's point at ``min_overlap`` of its extent along the long side (its last row or
-    column for ``min_overlap=1``, the value of every evaluation preset). An empty mask leaves the crop free
-    (the official raises and retries the whole image).
+    The crop reaches the mask's point at ``min_overlap`` of its extent along the long side (its last row or
+    column for ``min_overlap=1``, the value of every evaluation preset); as in the official, the last possible
+    start is never drawn, so a point on the image's far edge may be missed by one pixel. An empty mask leaves
+    the crop free (the official raises and retries the whole image).
     """
     _check_rng(rng)
     height, width = mask.shape[:2]
@@ -289,7 +291,8 @@ Segmenter = Callable[[np.ndarray], Sequence[Instance]]
 
 def _resize_nearest(a: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     """Nearest-neighbour resize with pixel-centre alignment (skimage ``order=0``), in exact integer arithmetic
-    so that it is the same on every machine."""
+    so that it is the same on every machine; a centre exactly between two pixels takes the later one, where
+    skimage's result depends on its version and floating-point noise."""
     in_h, in_w = a.shape
     rows = ((2 * np.arange(out_h) + 1) * in_h) // (2 * out_h)
     cols = ((2 * np.arange(out_w) + 1) * in_w) // (2 * out_w)
