@@ -183,6 +183,20 @@ def main(argv: list[str] | None = None) -> int:
     except (EvaluationError, SplitError, LamaError, MetricWeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        _close_dist()
+
+
+def _close_dist() -> None:
+    """Wait for every rank, then tear the group down: a rank that exits while another still works kills
+    gloo's threads ("terminate called without an active exception")."""
+    if "torch.distributed" not in sys.modules:
+        return
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
