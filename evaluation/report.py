@@ -92,6 +92,14 @@ def beside_paper(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def paper_table() -> str:
+    """Table 1 of the paper as stored in ``data/table1.csv``."""
+    lines = ["| method | params (M) | dataset | resolution | masks | FID | LPIPS |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {p['method']} | {p['params_m']} | {p['dataset']} | {p['resolution']} | {p['mask_set']} | "
+              f"{p['fid']} | {p['lpips']} |" for p in read_paper()]
+    return "\n".join(lines)
+
+
 def _paper_mask_set(mask_set: str) -> str:
     """Our preset names to the paper's: random_thin_* = narrow, random_thick_* = wide."""
     for key, name in (("thin", "narrow"), ("thick", "wide"), ("medium", "medium"), ("segm", "segm")):
@@ -113,6 +121,7 @@ def write_report(results: Path, out: Path, grid: dict | None = None) -> list[Pat
         written += plot_grid(out=out, **grid)
     md = ["# Evaluation report", "", "## Our scores (totals)", "", markdown_table(rows), "",
           "## Beside the paper (Table 1; narrow = random_thin, wide = random_thick)", "", beside_paper(rows), "",
+          "## The paper's Table 1", "", paper_table(), "",
           "Metrics as the LaMa evaluator computes them: FID on pytorch-fid's Inception with plain bilinear "
           "resizing to 299; LPIPS with the VGG trunk and v0.1 linear layers; SSIM with zero padding. "
           "FID on a few images is dominated by sampling error; compare only numbers computed on the same "
