@@ -244,15 +244,98 @@ class Inpainter:
         m = (masks.to(pred.device) > 0.5).float()
         return m * pred + (1 - m) * images.float()
 
-    def __call__(self, image: ImageLike, mask: ImageLike, dilate: int = 0) -> np.ndarray:
-        """Fill ``mask`` in ``image``: HxWx3 uint8 (HxWx4 with the input's alpha kept)."""
+    def __call__(self, image: ImageLike, mask: ImageLike, dilate: int = 0, strategy: str = "crop") -> np.ndarray:
+        """Fill ``mask`` in ``image``: HxWx3 uint8 (HxWx4 with the input's alpha kept).
+
+        ``strategy`` (IOPaint's semantics) decides what the network sees of a large photo:
+        "original" the whole image; "resize" the image shrunk to ``resize_limit`` on its longest side,
+        the fill scaled back up; "crop" (default) one crop per connected mask region, grown by
+        ``crop_margin``, when the longest side exceeds ``crop_trigger``. Only masked pixels change.
+        """
+        if strategy not in STRATEGIES:
+            raise LamaError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
         rgb, alpha = read_image(image)
         m = dilate_mask(read_mask(mask, rgb.shape[:2]), dilate)
         out = rgb.copy()
         if m.any():
-            pred = self.predict_raw(to_tensor(rgb), torch.from_numpy(np.array(m))[None, None].float())
-            out = composite_uint8(rgb, m, pred[0])
+            longest = max(m.shape)
+            if strategy == "resize" and longest > self.resize_limit:
+                out = self._fill_resized(rgb, m)
+            elif strategy == "crop" and longest > self.crop_trigger:
+                out = self._fill_crops(rgb, m)
+            else:
+                out = self._fill(rgb, m)
         return out if alpha is None else np.dstack([out, alpha])
+
+    resize_limit = 1280
+    crop_trigger = 800
+    crop_margin = 128
+
+    def _fill(self, rgb: np.ndarray, m: np.ndarray) -> np.ndarray:
+        pred = self.predict_raw(to_tensor(rgb), torch.from_numpy(np.array(m))[None, None].float())
+        return composite_uint8(rgb, m, pred[0])
+
+    def _fill_resized(self, rgb: np.ndarray, m: np.ndarray) -> np.ndarray:
+        import cv2
+
+        h, w = m.shape
+        scale = self.resize_limit / max(h, w)
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        # any coverage of a small pixel makes it a hole, so thin strokes survive the shrink
+        small_m = cv2.resize(m.astype(np.uint8), size, interpolation=cv2.INTER_AREA) > 0
+        filled = cv2.resize(self._fill(small, small_m), (w, h), interpolation=cv2.INTER_CUBIC)
+        out = rgb.copy()
+        out[m] = filled[m]
+        return out
+
+    def _fill_crops(self, rgb: np.ndarray, m: np.ndarray) -> np.ndarray:
+        out = rgb.copy()
+        for top, bottom, left, right in crop_boxes(m, self.crop_margin):
+            crop_m = m[top:bottom, left:right]
+            filled = self._fill(rgb[top:bottom, left:right], crop_m)
+            region = out[top:bottom, left:right]
+            region[crop_m] = filled[crop_m]
+        return out
+
+
+STRATEGIES = ("crop", "resize", "original")
+
+
+def crop_boxes(mask: np.ndarray, margin: int) -> list[tuple[int, int, int, int]]:
+    """(top, bottom, left, right) boxes around the connected mask regions, grown by ``margin``, shifted
+    inward at the image borders, and merged where they overlap (one model run per box)."""
+    import cv2
+
+    h, w = mask.shape
+    n, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    boxes = []
+    for x, y, bw, bh, _area in stats[1:n]:
+        boxes.append(_grow(int(y), int(y + bh), h, margin) + _grow(int(x), int(x + bw), w, margin))
+    merged = True
+    while merged:  # union of overlapping boxes until none overlap
+        merged = False
+        for i in range(len(boxes)):
+            for j in range(i + 1, len(boxes)):
+                a, b = boxes[i], boxes[j]
+                if a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]:
+                    boxes[i] = (min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3]))
+                    del boxes[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return boxes
+
+
+def _grow(start: int, stop: int, size: int, margin: int) -> tuple[int, int]:
+    """Grow [start, stop) by ``margin`` on both sides; at a border, shift the window inward."""
+    lo, hi = start - margin, stop + margin
+    if lo < 0:
+        hi, lo = hi - lo, 0
+    if hi > size:
+        lo, hi = lo - (hi - size), size
+    return max(0, lo), min(size, hi)
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:

@@ -192,3 +192,49 @@ def test_devices():
     if not torch.cuda.is_available():
         with pytest.raises(lama.LamaError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_crop_boxes_grow_shift_inward_and_merge():
+    from lama.inpainter import crop_boxes
+
+    m = np.zeros((1000, 1200), bool)
+    m[10:20, 10:30] = True  # near the top-left corner: the grown box shifts inward
+    m[500:510, 600:610] = True
+    m[520:530, 640:650] = True  # overlaps the previous one once grown: merged
+    boxes = sorted(crop_boxes(m, 128))
+    assert boxes[0] == (0, 10 + 256, 0, 20 + 256)  # 10x20 region grown by 128 each side, shifted in
+    assert boxes[1] == (500 - 128, 530 + 128, 600 - 128, 650 + 128)
+    assert len(boxes) == 2
+
+
+@pytest.mark.parametrize("strategy", ["crop", "resize", "original"])
+def test_strategies_change_only_masked_pixels_of_a_large_photo(model, strategy):
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 256, (900, 1400, 3), dtype=np.uint8)
+    mask = np.zeros((900, 1400), bool)
+    mask[100:160, 200:300] = True
+    mask[700:880, 1300:1390] = True
+    out = model(img, mask, strategy=strategy)
+    assert out.shape == img.shape
+    assert np.array_equal(out[~mask], img[~mask])
+    assert (out[mask] != img[mask]).mean() > 0.5
+
+
+def test_crop_strategy_runs_the_model_on_crops_only(photo):
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x):
+            seen.append(tuple(x.shape[-2:]))
+            return torch.zeros(x.shape[0], 3, *x.shape[-2:])
+
+    inp = Inpainter(Recorder())
+    img = np.zeros((1000, 1000, 3), np.uint8)
+    mask = np.zeros((1000, 1000), bool)
+    mask[400:450, 400:450] = True
+    inp(img, mask, strategy="crop")
+    inp(img, mask, strategy="original")
+    inp(img, mask, strategy="resize")  # not above resize_limit: the whole image
+    assert seen == [(312, 312), (1000, 1000), (1000, 1000)]  # 50 + 2*128 = 306, padded to a multiple of 8
+    with pytest.raises(lama.LamaError, match="strategy"):
+        inp(img, mask, strategy="tiles")
