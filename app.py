@@ -1,15 +1,41 @@
-"""Hugging Face Spaces entry point.
+"""Hugging Face Spaces entry point: loads the model once, warms it up, and serves the demo.
 
-The Gradio demo is built in its own issue; until it lands this placeholder says so and exits.
+    python app.py [--model SOURCE] [--host 127.0.0.1] [--port 7860] [--max-megapixels 16]
+
+``LAMA_MODEL`` sets the default model; without weights the demo starts with OpenCV's Telea method
+and a notice saying where it looked. Analytics stay off unless GRADIO_ANALYTICS_ENABLED is set.
 """
 
+from __future__ import annotations
+
+import argparse
+import logging
 import os
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
 
 
-def main() -> None:
-    print("The LaMa web demo is not built yet. Use the package or the CLI: python -m lama --help")
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="LaMa inpainting demo")
+    p.add_argument("--model", default=None, help="any lama.load_model source (default: $LAMA_MODEL or big-lama)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, mps or auto")
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    p.add_argument("--max-megapixels", type=float, default=None, help="largest photo accepted (default 16)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    from demo.backend import Backend, Settings
+    from demo.ui import build_demo, launch_kwargs
+
+    settings = Settings(model=args.model, device=args.device)
+    if args.max_megapixels:
+        settings.max_megapixels = args.max_megapixels
+    backend = Backend(settings)
+    logging.getLogger("lama.demo").info("warm-up inference: %.2f s", backend.warm_up())
+    demo = build_demo(backend)
+    demo.queue(default_concurrency_limit=settings.concurrency, max_size=64)
+    demo.launch(server_name=args.host, server_port=args.port, **launch_kwargs(settings))
 
 
 if __name__ == "__main__":

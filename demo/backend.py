@@ -1,0 +1,77 @@
+"""The model behind the demo: LaMa loaded once at start-up, or OpenCV's Telea when no weights exist."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+log = logging.getLogger("lama.demo")
+
+
+@dataclass
+class Settings:
+    """Demo settings; each can be set by environment variable or command-line flag (see app.py)."""
+
+    model: str | None = None  # any lama.load_model source; None: $LAMA_MODEL, else the big-lama preset
+    device: str = "auto"
+    max_megapixels: float = float(os.environ.get("LAMA_DEMO_MAX_MEGAPIXELS", "16"))
+    min_side: int = 16  # the generator needs a 2x2 bottleneck; smaller photos are refused with a message
+    editor_max_side: int = int(os.environ.get("LAMA_DEMO_EDITOR_MAX_SIDE", "1024"))
+    concurrency: int = 1  # one inference at a time: each uses all CPU cores (or the one GPU)
+    extra: dict = field(default_factory=dict)
+
+
+class Backend:
+    """Loads the model once; ``inpaint`` is called from Gradio's worker threads."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.notice = ""
+        self.name = "telea"
+        self.inpainter = None
+        self._lock = threading.Lock()
+        self._load()
+
+    def _load(self) -> None:
+        import lama
+        from lama.checkpoint import default_source
+
+        source = self.settings.model or default_source()
+        try:
+            t = time.perf_counter()
+            self.inpainter = lama.load_model(source, device=self.settings.device)
+            self.name = f"LaMa ({self.inpainter.source})"
+            log.info("loaded %s in %.1f s", self.name, time.perf_counter() - t)
+        except lama.LamaError as e:
+            self.notice = (
+                f"**LaMa weights were not found**, so this demo fills holes with OpenCV's classical Telea method "
+                f"instead (much blurrier).\n\nLooked for: `{source}`. {e}\n\n"
+                "To use LaMa: start the app with `--model PATH` or `LAMA_MODEL=PATH` (a big-lama.zip, its unpacked "
+                "folder, a .ckpt, .safetensors or TorchScript .pt), or run it once with internet access so that "
+                "the `big-lama` preset downloads into the Hugging Face cache."
+            )
+            log.warning("LaMa weights not found (%s); using the Telea fallback", source)
+
+    def warm_up(self) -> float:
+        """One small inference before the first user arrives (allocations, kernels); returns seconds."""
+        t = time.perf_counter()
+        rgb = np.full((64, 64, 3), 128, np.uint8)
+        mask = np.zeros((64, 64), bool)
+        mask[16:48, 16:48] = True
+        self.inpaint(rgb, mask, strategy="original")
+        return time.perf_counter() - t
+
+    def inpaint(self, rgb: np.ndarray, mask: np.ndarray, strategy: str = "crop") -> np.ndarray:
+        """HxWx3 uint8 and HxW bool -> HxWx3 uint8; pixels outside the mask are returned unchanged."""
+        if self.inpainter is None:
+            import cv2
+
+            filled = cv2.inpaint(np.ascontiguousarray(rgb), mask.astype(np.uint8) * 255, 3, cv2.INPAINT_TELEA)
+            return np.where(mask[..., None], filled, rgb)
+        with self._lock:  # torch already uses every core; parallel requests would only thrash
+            return self.inpainter(rgb, mask, strategy=strategy)

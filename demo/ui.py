@@ -1,0 +1,117 @@
+"""The Gradio page: upload, paint, remove, compare, download; and the ``/inpaint`` API endpoint."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import gradio as gr
+
+from . import callbacks as cb
+from .backend import Backend
+
+log = logging.getLogger("lama.demo")
+EXAMPLES = sorted(str(p) for p in (Path(__file__).parent / "examples").glob("*") if p.suffix in (".png", ".jpg"))
+STRATEGY_HELP = ("crop: large photos are filled one crop around each painted region (fast, sharp); "
+                 "resize: the whole photo shrunk to 1280 px; original: the whole photo at full size (slow).")
+
+
+def _user_error(e: Exception) -> gr.Error:
+    if isinstance(e, cb.UserInputError):
+        return gr.Error(str(e))
+    log.exception("unexpected error")
+    return gr.Error(f"Something went wrong ({type(e).__name__}); the server is fine, please try again.")
+
+
+def build_demo(backend: Backend) -> gr.Blocks:
+    settings = backend.settings
+    with gr.Blocks(title="LaMa inpainting") as demo:
+        gr.Markdown("# LaMa: remove objects from photos\nUpload a photo, paint over what should disappear, "
+                    f"press **Remove**. Model: {backend.name}.")
+        gr.Markdown(backend.notice, visible=bool(backend.notice), elem_id="weights-notice")
+        photo_state = gr.State(None)
+        result_state = gr.State(None)
+        with gr.Row():
+            with gr.Column():
+                photo = gr.Image(label="1 · Upload a photo", type="filepath", image_mode=None,
+                                 sources=["upload", "clipboard"], height=260, elem_id="photo")
+                editor = gr.ImageMask(label="2 · Paint over what should disappear", type="numpy", layers=False,
+                                      format="png", sources=(), transforms=(), elem_id="editor",
+                                      brush=gr.Brush(default_size=24, colors=["#ff3366"], color_mode="fixed"),
+                                      canvas_size=(settings.editor_max_side, settings.editor_max_side))
+                with gr.Accordion("Options", open=False):
+                    mask_file = gr.Image(label="…or upload a mask instead (white = remove)", type="filepath",
+                                         image_mode=None, sources=["upload"], height=160)
+                    dilate = gr.Slider(0, 64, value=8, step=1, label="Grow the mask by (pixels)")
+                    strategy = gr.Radio(["crop", "resize", "original"], value="crop", label="Strategy",
+                                        info=STRATEGY_HELP)
+                run = gr.Button("Remove", variant="primary", elem_id="run")
+            with gr.Column():
+                slider = gr.ImageSlider(label="Before / after", type="filepath", elem_id="result")
+                download = gr.DownloadButton("Download full-resolution PNG", visible=False)
+                reuse = gr.Button("Use result as input (remove something else)", visible=False)
+                gr.Examples(EXAMPLES, inputs=[photo], label="Example photos")
+
+        def on_photo(path):
+            if not path:
+                return None, None
+            try:
+                p = cb.load_photo(path, settings)
+            except Exception as e:
+                raise _user_error(e) from e
+            if p.note:
+                gr.Warning(p.note)
+            return p, p.display
+
+        def on_run(p, editor_value, mask_path, dilate_px, strat, progress=gr.Progress()):  # noqa: B008
+            if p is None:
+                raise gr.Error("Upload a photo first.")
+            progress(0.1, desc="Inpainting…")
+            try:
+                r = cb.inpaint(backend, p, editor_value, mask_path, int(dilate_px), strat)
+                path = cb.save_result(r.image)
+            except Exception as e:
+                raise _user_error(e) from e
+            if r.message:
+                gr.Warning(r.message)
+            after = cb.save_result(cb.display_copy(r.image, settings.editor_max_side))
+            before = cb.save_result(p.display)
+            return (before, after), gr.update(value=path, visible=True), r.image, gr.update(visible=True)
+
+        def on_reuse(result):
+            if result is None:
+                raise gr.Error("Run once first.")
+            return cb.save_result(result)
+
+        photo.change(on_photo, [photo], [photo_state, editor], api_visibility="private")
+        run.click(on_run, [photo_state, editor, mask_file, dilate, strategy], [slider, download, result_state, reuse],
+                  api_visibility="private")
+        reuse.click(on_reuse, [result_state], [photo], api_visibility="private")
+
+        # The API endpoint: an image and a mask in, the filled image out (see the README).
+        with gr.Row(visible=False):
+            api_image = gr.Image(type="filepath", image_mode=None)
+            api_mask = gr.Image(type="filepath", image_mode=None)
+            api_dilate = gr.Number(value=0, precision=0)
+            api_strategy = gr.Textbox(value="crop")
+            api_out = gr.Image(type="filepath", format="png")
+
+        def api_inpaint(image_path, mask_path, dilate_px=0, strat="crop"):
+            try:
+                p = cb.load_photo(image_path, settings)
+                if not mask_path:
+                    raise cb.UserInputError("Send a mask image too (white or opaque = fill).")
+                if strat not in ("crop", "resize", "original"):
+                    raise cb.UserInputError(f"strategy must be crop, resize or original, not {strat!r}")
+                return cb.save_result(cb.inpaint(backend, p, None, mask_path, int(dilate_px or 0), strat).image)
+            except Exception as e:
+                raise _user_error(e) from e
+
+        gr.Button(visible=False).click(api_inpaint, [api_image, api_mask, api_dilate, api_strategy], [api_out],
+                                       api_name="inpaint")
+    return demo
+
+
+def launch_kwargs(settings) -> dict:
+    """How app.py and the tests launch the demo."""
+    return {"max_file_size": f"{int(settings.max_megapixels * 4 + 20)}mb", "show_error": True}
