@@ -143,7 +143,7 @@ def save_result(rgb: np.ndarray, folder: str | os.PathLike | None = None) -> str
             pass
     fd, tmp = tempfile.mkstemp(suffix=".png", dir=folder)
     os.close(fd)
-    Image.fromarray(rgb).save(tmp, format="PNG")
+    Image.fromarray(rgb).save(tmp, format="PNG", compress_level=1)  # fast; still lossless
     final = Path(tmp).with_name("inpainted-" + Path(tmp).name.removeprefix("tmp"))
     os.replace(tmp, final)
     return str(final)
