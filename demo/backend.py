@@ -32,7 +32,7 @@ class Backend:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.notice = ""
-        self.name = "telea"
+        self.name = "OpenCV Telea (classical fallback)"
         self.inpainter = None
         self._lock = threading.Lock()
         self._load()
@@ -50,7 +50,7 @@ class Backend:
         except lama.LamaError as e:
             self.notice = (
                 f"**LaMa weights were not found**, so this demo fills holes with OpenCV's classical Telea method "
-                f"instead (much blurrier).\n\nLooked for: `{source}`. {e}\n\n"
+                f"instead (much blurrier).\n\nLooked for `{source}`: {str(e).splitlines()[0]}\n\n"
                 "To use LaMa: start the app with `--model PATH` or `LAMA_MODEL=PATH` (a big-lama.zip, its unpacked "
                 "folder, a .ckpt, .safetensors or TorchScript .pt), or run it once with internet access so that "
                 "the `big-lama` preset downloads into the Hugging Face cache."

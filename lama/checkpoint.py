@@ -245,33 +245,53 @@ def parse_hub_reference(source: str) -> tuple[str, str | None, str | None] | Non
 
 
 def hub_download(repo: str, filename: str | None, revision: str | None = None) -> Path:
-    """Download (or find in the standard Hugging Face cache) one file of a Hub model repository.
+    """Find one file of a Hub model repository in the standard Hugging Face cache, else download it.
 
-    Without ``filename`` the first of the usual weight file names that the repository has is used;
-    offline, the first one already in the cache.
+    Without ``filename`` the first of the usual weight file names that the repository has is used.
+    The cache is looked at first and the Hub only when it answers, so an offline start fails in
+    seconds instead of retrying DNS look-ups for half a minute.
     """
     from huggingface_hub import hf_hub_download, list_repo_files
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
 
-    if filename is not None:
-        candidates = [filename]
-    else:
+    candidates = [filename] if filename is not None else list(_HUB_CANDIDATES)
+    for name in candidates:  # the cache first: no network at all when the weights are there
+        try:
+            return Path(hf_hub_download(repo, name, revision=revision, local_files_only=True))
+        except (LocalEntryNotFoundError, EntryNotFoundError, FileNotFoundError):
+            pass
+    if not hub_reachable():
+        raise LamaError(_missing_weights_message(f"{repo}/{filename or '|'.join(candidates)}",
+                                                 ConnectionError("the Hugging Face Hub cannot be reached")))
+    if filename is None:
         try:
             files = set(list_repo_files(repo, revision=revision))
-            candidates = [c for c in _HUB_CANDIDATES if c in files]
-        except Exception:  # offline, or the Hub unreachable: look for the usual names in the cache
-            candidates = list(_HUB_CANDIDATES)
+        except Exception as e:  # unknown repo, private repo, network trouble
+            raise LamaError(_missing_weights_message(repo, e)) from e
+        candidates = [c for c in _HUB_CANDIDATES if c in files]
         if not candidates:
             raise LamaError(f"Hub repo {repo} has none of {', '.join(_HUB_CANDIDATES)}; name the file: {repo}/FILE")
-    last: Exception | None = None
-    for name in candidates:
-        try:
-            return Path(hf_hub_download(repo, name, revision=revision))
-        except (LocalEntryNotFoundError, EntryNotFoundError) as e:
-            last = e
-        except (HfHubHTTPError, OSError, ValueError) as e:
-            raise LamaError(_missing_weights_message(f"{repo}/{name}", e)) from e
-    raise LamaError(_missing_weights_message(f"{repo}/{filename or '|'.join(candidates)}", last))
+    try:
+        return Path(hf_hub_download(repo, candidates[0], revision=revision))
+    except (LocalEntryNotFoundError, EntryNotFoundError, HfHubHTTPError, OSError, ValueError) as e:
+        raise LamaError(_missing_weights_message(f"{repo}/{candidates[0]}", e)) from e
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """False when offline mode is set or the Hub's host does not answer within ``timeout`` seconds."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _missing_weights_message(what: str, err: Exception | None) -> str:
