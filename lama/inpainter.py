@@ -205,7 +205,8 @@ class Inpainter:
     """Runs a LaMa generator on images of any size; ``Inpainter.generator`` is the ``nn.Module``."""
 
     def __init__(self, generator: torch.nn.Module, device: str | torch.device | None = None,
-                 dtype: torch.dtype | str | None = None, config: dict[str, Any] | None = None, source: str = ""):
+                 dtype: torch.dtype | str | None = None, config: dict[str, Any] | None = None, source: str = "",
+                 fast: bool = True):
         self.device = resolve_device(device)
         if isinstance(dtype, str):  # "bfloat16", "float16", "float32" from a CLI or config
             dtype = _DTYPES.get(dtype.removeprefix("torch."))
@@ -219,9 +220,17 @@ class Inpainter:
         self.generator = generator.eval().to(self.device, self.dtype)
         self.config = config or {}
         self.source = source
+        # The fast path (lama.fast) computes the same function; the generator stays the reference.
+        self.fast = None
+        if fast:
+            from .fast import FastGenerator, supports
+
+            if supports(generator):
+                self.fast = FastGenerator(generator).to(self.device, self.dtype)
 
     def __repr__(self) -> str:
-        return f"Inpainter(source={self.source!r}, device={self.device}, dtype={self.dtype})"
+        return (f"Inpainter(source={self.source!r}, device={self.device}, dtype={self.dtype}, "
+                f"fast={self.fast is not None})")
 
     @torch.inference_mode()
     def predict_raw(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -235,7 +244,8 @@ class Inpainter:
         img = images.to(self.device, torch.float32)
         m = (masks.to(self.device, torch.float32) > 0.5).float()
         x = pad_to_modulo(torch.cat([img * (1 - m), m], dim=1))
-        pred = self.generator(x.to(self.dtype))[..., :h, :w].float()
+        net = self.fast if self.fast is not None else self.generator
+        pred = net(x.to(self.dtype))[..., :h, :w].float()
         return pred.to(images.device)
 
     def predict_batch(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -355,7 +365,7 @@ def composite_uint8(rgb: np.ndarray, mask: np.ndarray, pred: torch.Tensor) -> np
 
 
 def load_model(source: str | os.PathLike | None = None, device: str | torch.device | None = None,
-               dtype: torch.dtype | str | None = None, preset: str | None = None) -> Inpainter:
+               dtype: torch.dtype | str | None = None, preset: str | None = None, fast: bool = True) -> Inpainter:
     """Load LaMa weights from any published format (see :func:`lama.checkpoint.load_generator`).
 
     ``source``: a big-lama.zip or its unpacked folder, a .ckpt, .safetensors, TorchScript .pt, a Hub
@@ -364,7 +374,8 @@ def load_model(source: str | os.PathLike | None = None, device: str | torch.devi
     from .checkpoint import load_generator
 
     loaded = load_generator(source, preset=preset)
-    return Inpainter(loaded.generator, device=device, dtype=dtype, config=loaded.config, source=loaded.source)
+    return Inpainter(loaded.generator, device=device, dtype=dtype, config=loaded.config, source=loaded.source,
+                     fast=fast)
 
 
 def save_image(arr: np.ndarray, path: str | os.PathLike, quality: int = 95) -> None:

@@ -40,6 +40,7 @@ def test_outside_the_mask_is_bit_identical_and_inside_is_filled(model, h, w):
 
 
 def test_fill_equals_the_official_composite_of_the_generator_output(model, photo):
+    model = Inpainter(model.generator, fast=False)  # the reference path, bit for bit
     mask = box_mask(*photo.shape[:2])
     out = model(photo, mask)
     img_t = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255

@@ -1,0 +1,70 @@
+"""The fast inference path computes the reference generator's function."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import OFFICIAL, SMALL_GENERATOR, randomize_bn
+
+import lama
+from lama.fast import FastGenerator, supports
+from lama.generator import build_preset, generator_from_config
+from lama.inpainter import Inpainter
+
+
+@pytest.fixture(scope="module")
+def small():
+    torch.manual_seed(4)
+    return randomize_bn(generator_from_config(SMALL_GENERATOR), seed=4).eval()
+
+
+@pytest.mark.parametrize(("h", "w"), [(64, 64), (40, 96), (128, 72)])
+def test_fast_generator_equals_the_reference(small, h, w):
+    x = torch.rand(2, 4, h, w)
+    with torch.no_grad():
+        ref = small(x)
+    assert (FastGenerator(small)(x) - ref).abs().max() <= 1e-5
+
+
+def test_big_lama_structure_equals_the_reference():
+    torch.manual_seed(0)
+    g = randomize_bn(build_preset("big-lama")).eval()
+    x = torch.rand(1, 4, 64, 80)
+    with torch.no_grad():
+        ref = g(x)
+    assert (FastGenerator(g)(x) - ref).abs().max() <= 1e-4
+
+
+def test_official_reference_checkpoint_through_the_fast_path():
+    model = lama.load_model(OFFICIAL)
+    assert model.fast is not None
+    ref = torch.load(OFFICIAL / "expected.pt", weights_only=True)
+    assert (model.predict_batch(ref["image"], ref["mask"]) - ref["inpainted"]).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize(("h", "w"), [(45, 61), (100, 33), (17, 200)])
+def test_inpainter_paths_agree_on_sizes_that_are_not_multiples_of_8(small, h, w):
+    fast, ref = Inpainter(small), Inpainter(small, fast=False)
+    assert fast.fast is not None and ref.fast is None
+    images, masks = torch.rand(1, 3, h, w), (torch.rand(1, 1, h, w) > 0.6).float()
+    assert (fast.predict_batch(images, masks) - ref.predict_batch(images, masks)).abs().max() <= 1e-5
+    rgb = (images[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    m = masks[0, 0].numpy() > 0
+    a, b = fast(rgb, m), ref(rgb, m)
+    assert np.array_equal(a[~m], rgb[~m]) and np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+def test_bfloat16_fast_path_stays_close(small):
+    x = torch.rand(1, 4, 64, 64)
+    with torch.no_grad():
+        ref = small(x)
+    out = FastGenerator(small).to(torch.bfloat16)(x.bfloat16()).float()
+    assert (out - ref).abs().max() < 0.05
+
+
+def test_other_structures_keep_the_reference_path():
+    cfg = dict(SMALL_GENERATOR, resnet_conv_kwargs={"ratio_gin": 0.75, "ratio_gout": 0.75, "enable_lfu": True})
+    g = generator_from_config(cfg)
+    assert not supports(g)
+    assert Inpainter(g).fast is None
+    with pytest.raises(ValueError, match="published LaMa structure"):
+        FastGenerator(g)
