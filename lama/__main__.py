@@ -145,10 +145,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("out")
     c.add_argument("--preset", default=None)
     c.set_defaults(func=cmd_convert)
+    b = sub.add_parser("bench", help="reference vs fast inference paths (table + JSON); see lama/bench.py",
+                       add_help=False)
+    b.set_defaults(func=None)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # its own options
+        from .bench import main as bench_main
+
+        return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -37,6 +37,43 @@ def _fold(weight: torch.Tensor, bn: nn.BatchNorm2d, out_dim: int = 0) -> tuple[t
     return weight * scale.view(shape), bn.bias - bn.running_mean * scale
 
 
+def conv2d_reflect(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, pad: int
+                   ) -> torch.Tensor:
+    """``conv2d(F.pad(x, pad, mode="reflect"), ...)`` without the padded copy of ``x``.
+
+    At full resolution that copy is the largest tensor alive (64 channels x 2048² = 1 GB). The
+    convolution runs with zero padding instead, and only the output rows and columns that see the
+    border are recomputed from thin reflect-padded strips.
+    """
+    if pad == 0:
+        return F.conv2d(x, weight, bias, stride)
+    k = weight.shape[-1]
+    out = F.conv2d(x, weight, bias, stride, padding=pad)
+    h, w = x.shape[-2:]
+    ho, wo = out.shape[-2:]
+    n_lo = -(-pad // stride)  # first outputs whose window starts above/left of the image
+    first_hi = max(n_lo, (h - k + pad) // stride + 1)  # first output row whose window passes the bottom
+    first_hi_w = max(n_lo, (w - k + pad) // stride + 1)
+    p = pad
+    # rows: strips of full width, reflect-padded on the outer side and left/right (corners included)
+    if n_lo:
+        rows = (n_lo - 1) * stride - p + k
+        out[..., :n_lo, :] = F.conv2d(F.pad(x[..., :rows, :], (p, p, p, 0), mode="reflect"), weight, bias, stride)
+    if first_hi < ho:
+        start = first_hi * stride - p
+        strip = F.pad(x[..., start:, :], (p, p, 0, p), mode="reflect")
+        out[..., first_hi:, :] = F.conv2d(strip, weight, bias, stride)[..., : ho - first_hi, :]
+    # columns: strips of full height
+    if n_lo:
+        cols = (n_lo - 1) * stride - p + k
+        out[..., :, :n_lo] = F.conv2d(F.pad(x[..., :, :cols], (p, 0, p, p), mode="reflect"), weight, bias, stride)
+    if first_hi_w < wo:
+        start = first_hi_w * stride - p
+        strip = F.pad(x[..., :, start:], (0, p, p, p), mode="reflect")
+        out[..., :, first_hi_w:] = F.conv2d(strip, weight, bias, stride)[..., :, : wo - first_hi_w]
+    return out
+
+
 def supports(gen: nn.Module) -> bool:
     """True when ``gen`` has the published LaMa structure that :class:`FastGenerator` rebuilds."""
     if not isinstance(gen, FFCResNetGenerator):
@@ -123,10 +160,7 @@ class _ConvBNReLU(nn.Module):
         self.stride, self.pad = conv.stride, pad
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.pad
-        if p:
-            x = F.pad(x, (p, p, p, p), mode="reflect")
-        return torch.relu_(F.conv2d(x, self.w, self.b, self.stride))
+        return torch.relu_(conv2d_reflect(x, self.w, self.b, self.stride[0], self.pad))
 
 
 class _UpBNReLU(nn.Module):
@@ -190,5 +224,5 @@ class FastGenerator(nn.Module):
         del x_l, x_g
         for u in self.up:
             x = u(x)
-        x = self.out_conv(F.pad(x, (3, 3, 3, 3), mode="reflect"))
+        x = conv2d_reflect(x, self.out_conv.weight, self.out_conv.bias, 1, 3)
         return self.out_act(x).contiguous()

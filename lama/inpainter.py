@@ -243,9 +243,10 @@ class Inpainter:
         h, w = images.shape[-2:]
         img = images.to(self.device, torch.float32)
         m = (masks.to(self.device, torch.float32) > 0.5).float()
-        x = pad_to_modulo(torch.cat([img * (1 - m), m], dim=1))
+        x = pad_to_modulo(torch.cat([img * (1 - m), m], dim=1)).to(self.dtype)
+        del img, m  # large photos: nothing but the network's input stays alive during the forward pass
         net = self.fast if self.fast is not None else self.generator
-        pred = net(x.to(self.dtype))[..., :h, :w].float()
+        pred = net(x)[..., :h, :w].float()
         return pred.to(images.device)
 
     def predict_batch(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

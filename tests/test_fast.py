@@ -68,3 +68,17 @@ def test_other_structures_keep_the_reference_path():
     assert Inpainter(g).fast is None
     with pytest.raises(ValueError, match="published LaMa structure"):
         FastGenerator(g)
+
+
+@pytest.mark.parametrize(("h", "w", "k", "stride", "pad"), [(20, 23, 3, 2, 1), (21, 20, 7, 1, 3), (16, 16, 3, 2, 1),
+                                                           (9, 13, 3, 1, 1), (17, 17, 3, 2, 1), (40, 33, 7, 1, 3)])
+def test_reflect_padded_conv_without_the_padded_copy(h, w, k, stride, pad):
+    import torch.nn.functional as F
+
+    from lama.fast import conv2d_reflect
+
+    x = torch.randn(1, 5, h, w).contiguous(memory_format=torch.channels_last)
+    wt, b = torch.randn(6, 5, k, k), torch.randn(6)
+    ref = F.conv2d(F.pad(x, (pad,) * 4, mode="reflect"), wt, b, stride)
+    out = conv2d_reflect(x, wt, b, stride, pad)
+    assert out.shape == ref.shape and (out - ref).abs().max() <= 1e-5

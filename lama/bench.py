@@ -1,0 +1,216 @@
+"""``python -m lama bench``: straightforward vs fast inference paths, one machine, one run.
+
+Big LaMa-sized random weights (BatchNorm statistics randomised too), a real photo (scikit-image's
+astronaut, or any ``--photo``) resized to each size, and a seeded ``random_thick_512`` mask. For each
+size, the reference path (fp32), the fast path (fp32) and the fast path (bf16) run alternately in
+one process; medians, ratios, max |Δ| and PSNR against the fp32 reference output, achieved GFLOP/s;
+peak RSS of each variant in its own process. Then a 4000x3000 photo with one 300x300 hole under
+each strategy. Prints a table and writes JSON. A benchmark, not a test: shared machines are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+VARIANTS = {"reference fp32": (False, "float32"), "fast fp32": (True, "float32"), "fast bf16": (True, "bfloat16")}
+
+
+def _model_dir(tmp: Path) -> Path:
+    from .generator import build_preset
+
+    torch.manual_seed(0)
+    g = build_preset("big-lama")
+    gen = torch.Generator().manual_seed(0)
+    for m in g.modules():  # trained-looking BatchNorm statistics, so that folding is exercised
+        if isinstance(m, torch.nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
+            m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+    from safetensors.torch import save_file
+
+    from .generator import preset_config
+
+    path = tmp / "big-lama-random.safetensors"
+    save_file({k: v.contiguous() for k, v in g.state_dict().items()}, str(path),
+              metadata={"lama_config": json.dumps(preset_config("big-lama"))})
+    return path
+
+
+def _inputs(size: int, photo: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+    from PIL import Image
+
+    from .masks import make_mask_generator
+
+    if photo is None:
+        import importlib.util
+
+        spec = importlib.util.find_spec("skimage")
+        photo = str(Path(next(iter(spec.submodule_search_locations))) / "data" / "astronaut.png") if spec else None
+    if photo and Path(photo).exists():
+        rgb = np.asarray(Image.open(photo).convert("RGB").resize((size, size), Image.BICUBIC))
+    else:  # no photo available: a smooth synthetic image
+        yy, xx = np.mgrid[0:size, 0:size] / size
+        rgb = (np.stack([yy, xx, (yy + xx) / 2], -1) * 255).astype(np.uint8)
+    mask = make_mask_generator("random_thick_512")(size, size, np.random.default_rng(0)) > 0
+    img = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255
+    return img, torch.from_numpy(mask)[None, None].float()
+
+
+def _gflop(model, img, mask) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .inpainter import pad_to_modulo
+
+    x = pad_to_modulo(torch.cat([img * (1 - mask), mask], 1))
+    with FlopCounterMode(display=False) as fc, torch.inference_mode():
+        model.generator(x)
+    return fc.get_total_flops() / 1e9
+
+
+def child_time(weights: str, size: int, repeats: int, out: str, photo: str | None) -> None:
+    """Alternate the variants on one size; write medians and outputs."""
+    from .inpainter import load_model
+
+    models = {name: load_model(weights, fast=fast, dtype=dtype) for name, (fast, dtype) in VARIANTS.items()}
+    img, mask = _inputs(size, photo)
+    times: dict[str, list[float]] = {n: [] for n in models}
+    outs = {}
+    for n, m in models.items():  # warm-up
+        outs[n] = m.predict_raw(img, mask)
+    for _ in range(repeats):
+        for n, m in models.items():
+            t = time.perf_counter()
+            m.predict_raw(img, mask)
+            times[n].append(time.perf_counter() - t)
+    ref = outs["reference fp32"]
+    res = {"size": size, "gflop": _gflop(models["reference fp32"], img, mask), "variants": {}}
+    for n in models:
+        d = (outs[n] - ref).abs()
+        mse = float((outs[n] - ref).pow(2).mean())
+        res["variants"][n] = {"median_s": statistics.median(times[n]), "runs": times[n],
+                              "max_abs_diff": float(d.max()),
+                              "psnr_db": float("inf") if mse == 0 else 10 * math.log10(1 / mse)}
+    Path(out).write_text(json.dumps(res))
+
+
+def child_memory(weights: str, size: int, variant: str, out: str, photo: str | None) -> None:
+    from .inpainter import load_model
+
+    fast, dtype = VARIANTS[variant]
+    m = load_model(weights, fast=fast, dtype=dtype)
+    img, mask = _inputs(size, photo)
+    m.predict_raw(img, mask)
+    Path(out).write_text(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def child_strategies(weights: str, out: str) -> None:
+    from .inpainter import load_model
+
+    m = load_model(weights)
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (3000, 4000, 3), dtype=np.uint8)
+    mask = np.zeros((3000, 4000), bool)
+    mask[1200:1500, 2000:2300] = True
+    res = {}
+    small = rgb[:512, :512].copy()
+    small_mask = np.zeros((512, 512), bool)
+    small_mask[100:400, 100:400] = True
+    m(small, small_mask)  # warm-up
+    for strategy in ("crop", "resize", "original"):
+        t = time.perf_counter()
+        result = m(rgb, mask, strategy=strategy)
+        res[strategy] = {"seconds": time.perf_counter() - t,
+                         "outside_identical": bool(np.array_equal(result[~mask], rgb[~mask]))}
+        if strategy == "crop":
+            t = time.perf_counter()
+            m(rgb, mask, strategy="crop")
+            res[strategy]["seconds"] = min(res[strategy]["seconds"], time.perf_counter() - t)
+    Path(out).write_text(json.dumps(res))
+
+
+def _run_child(args: list[str]) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        out = f.name
+    subprocess.run([sys.executable, "-m", "lama.bench", *args, "--child-out", out], check=True)
+    data = json.loads(Path(out).read_text())
+    os.unlink(out)
+    return data
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lama bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024, 2048])
+    ap.add_argument("--repeats", type=int, default=3, help="alternating runs per size (1 above 1024)")
+    ap.add_argument("--photo", default=None)
+    ap.add_argument("--no-memory", action="store_true", help="skip the per-variant peak RSS processes")
+    ap.add_argument("--no-strategies", action="store_true")
+    ap.add_argument("--out", default="bench-results/inference.json")
+    ap.add_argument("--child", choices=["time", "memory", "strategies"], help=argparse.SUPPRESS)
+    ap.add_argument("--child-out", help=argparse.SUPPRESS)
+    ap.add_argument("--weights", help=argparse.SUPPRESS)
+    ap.add_argument("--variant", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child == "time":
+        child_time(args.weights, args.sizes[0], args.repeats, args.child_out, args.photo)
+        return 0
+    if args.child == "memory":
+        child_memory(args.weights, args.sizes[0], args.variant, args.child_out, args.photo)
+        return 0
+    if args.child == "strategies":
+        child_strategies(args.weights, args.child_out)
+        return 0
+
+    photo = ["--photo", args.photo] if args.photo else []
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = str(_model_dir(Path(tmp)))
+        rows = []
+        for size in args.sizes:
+            reps = args.repeats if size <= 1024 else 1
+            r = _run_child(["--child", "time", "--weights", weights, "--sizes", str(size), "--repeats", str(reps),
+                            *photo])
+            if not args.no_memory:
+                for v in VARIANTS:
+                    r["variants"][v].update(_run_child(["--child", "memory", "--weights", weights, "--sizes",
+                                                        str(size), "--variant", v, *photo]))
+            rows.append(r)
+            _print_size(r)
+        strategies = None if args.no_strategies else _run_child(["--child", "strategies", "--weights", weights])
+    if strategies:
+        print("\n4000x3000 photo, one 300x300 hole (fast fp32):")
+        for k, v in strategies.items():
+            print(f"  {k:9} {v['seconds']:7.2f} s   outside the hole bit-identical: {v['outside_identical']}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"sizes": rows, "strategies": strategies, "threads": torch.get_num_threads()},
+                              indent=2))
+    print(f"\nwrote {out}")
+    return 0
+
+
+def _print_size(r: dict) -> None:
+    ref = r["variants"]["reference fp32"]["median_s"]
+    print(f"\n{r['size']}x{r['size']}: {r['gflop']:.0f} GFLOP")
+    print(f"  {'variant':16} {'median s':>9} {'vs ref':>7} {'GFLOP/s':>8} {'max|Δ|':>9} {'PSNR dB':>8} "
+          f"{'peak RSS MB':>12}")
+    for n, v in r["variants"].items():
+        rss = f"{v['peak_rss_mb']:12.0f}" if "peak_rss_mb" in v else f"{'-':>12}"
+        psnr = "inf" if math.isinf(v["psnr_db"]) else f"{v['psnr_db']:.1f}"
+        print(f"  {n:16} {v['median_s']:9.2f} {ref / v['median_s']:6.2f}x {r['gflop'] / v['median_s']:8.0f} "
+              f"{v['max_abs_diff']:9.1e} {psnr:>8} {rss}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
