@@ -1,5 +1,6 @@
 """Shared fixtures: small random-weight generators and the official reference checkpoint."""
 
+import urllib.error
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,19 @@ SMALL_GENERATOR = {
     "downsample_conv_kwargs": {"ratio_gin": 0, "ratio_gout": 0, "enable_lfu": False},
     "resnet_conv_kwargs": {"ratio_gin": 0.75, "ratio_gout": 0.75, "enable_lfu": False},
 }
+
+
+def _no_download(*args, **kwargs):
+    raise urllib.error.URLError("downloads are disabled in the metric tests")
+
+
+@pytest.fixture(scope="module")
+def offline_metric_hub(tmp_path_factory):
+    """An empty per-session torch hub cache and no downloads, as on a fresh offline machine."""
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path_factory.getbasetemp() / "metric_torch_hub"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.hub, "download_url_to_file", _no_download)
+        mp.setenv("LAMA_METRIC_WEIGHTS_DIR", str(tmp_path_factory.getbasetemp() / "metric_converted"))
+        yield
+    torch.hub.set_dir(old)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import urllib.error
 from pathlib import Path
 
 import numpy as np
@@ -24,20 +23,9 @@ from evaluation.metrics.fid import (
 DATA = Path(__file__).parent / "data"
 
 
-def _no_download(*args, **kwargs):
-    raise urllib.error.URLError("downloads are disabled in the metric tests")
-
-
 @pytest.fixture(scope="module", autouse=True)
-def _fresh_offline_hub(tmp_path_factory):
-    """An empty per-session torch hub cache and no downloads, as on a fresh offline machine."""
-    old = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path_factory.getbasetemp() / "metric_torch_hub"))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(torch.hub, "download_url_to_file", _no_download)
-        mp.setenv("LAMA_METRIC_WEIGHTS_DIR", str(tmp_path_factory.getbasetemp() / "metric_converted"))
-        yield
-    torch.hub.set_dir(old)
+def _offline(offline_metric_hub):
+    """Every test here runs against the empty offline caches of conftest.offline_metric_hub."""
 
 
 def real_photos() -> list[torch.Tensor]:
