@@ -27,6 +27,7 @@ from .ffc import FFC_BN_ACT, FFCResnetBlock
 from .generator import FFCResNetGenerator
 
 CL = torch.channels_last
+BAND_ELEMENTS = 1 << 24  # values per full-resolution band (64 MB in float32)
 
 
 def _fold(weight: torch.Tensor, bn: nn.BatchNorm2d, out_dim: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,7 +82,19 @@ def supports(gen: nn.Module) -> bool:
     layers = list(gen.model)
     blocks = [m for m in layers if isinstance(m, FFCResnetBlock)]
     ffcs = [m for m in layers if isinstance(m, FFC_BN_ACT)]
-    if len(ffcs) < 2 or not blocks:
+    if len(ffcs) < 3 or not blocks:  # stem, at least one plain downsampling, the splitting one
+        return False
+    stem, first_down = ffcs[0].ffc.convl2l, ffcs[1].ffc.convl2l
+    if stem.kernel_size != (7, 7) or stem.stride != (1, 1) or not isinstance(layers[0], nn.ReflectionPad2d):
+        return False
+    if first_down.kernel_size != (3, 3) or first_down.stride != (2, 2) or first_down.padding != (1, 1):
+        return False
+    ups = [m for m in layers if isinstance(m, nn.ConvTranspose2d)]
+    if not ups or any(u.kernel_size != (3, 3) or u.stride != (2, 2) or u.padding != (1, 1)
+                      or u.output_padding != (1, 1) for u in ups):
+        return False
+    out_conv = [m for m in layers if isinstance(m, nn.Conv2d)][-1]
+    if out_conv.kernel_size != (7, 7) or out_conv.padding != (0, 0):
         return False
     if any(f.ffc.ratio_gin != 0 for f in ffcs) or any(f.ffc.ratio_gout != 0 for f in ffcs[:-1]):
         return False
@@ -207,10 +220,49 @@ class FastGenerator(nn.Module):
         self.requires_grad_(False)
         self.to(memory_format=CL)
 
+    def _band_rows(self, width: int) -> int:
+        """Rows per band so that a 64-channel full-resolution band stays near 64 MB."""
+        return max(16, BAND_ELEMENTS // (64 * width))
+
+    def _head(self, x: torch.Tensor) -> torch.Tensor:
+        """Stem + first downsampling in row bands: the 64-channel full-resolution map never exists whole."""
+        d = self.down[0]
+        b, _, h, w = x.shape
+        xp = F.pad(x, (3, 3, 3, 3), mode="reflect")  # 4 channels: cheap
+        out = torch.empty(b, d.w.shape[0], h // 2, w // 2, dtype=x.dtype, device=x.device).contiguous(
+            memory_format=CL)
+        step = max(1, self._band_rows(w) // 2)
+        for a0 in range(0, h // 2, step):
+            a1 = min(h // 2, a0 + step)
+            s_lo, s_hi = max(0, 2 * a0 - 1), 2 * a1  # stem rows that down[0]'s 3x3/stride-2 window reads
+            stem = torch.relu_(F.conv2d(xp[..., s_lo: s_hi + 6, :], self.stem.w, self.stem.b))
+            top = 1 if a0 == 0 else 0  # the image's top edge: reflect, as the padded conv would
+            band = F.pad(stem, (1, 1, top, 0), mode="reflect")
+            out[..., a0:a1, :] = torch.relu_(F.conv2d(band, d.w, d.b, 2))
+        return out
+
+    def _tail(self, x: torch.Tensor) -> torch.Tensor:
+        """Last upsampling + output conv in row bands: the 64-channel full-resolution map never exists whole."""
+        up, oc = self.up[-1], self.out_conv
+        b, _, h, w = x.shape
+        ho, wo = 2 * h, 2 * w
+        out = torch.empty(b, oc.weight.shape[0], ho, wo, dtype=x.dtype, device=x.device)
+        step = self._band_rows(wo)
+        for r0 in range(0, ho, step):
+            r1 = min(ho, r0 + step)
+            lo, hi = max(0, r0 - 3), min(ho, r1 + 3)  # rows the 7x7 output conv reads
+            i0, i1 = max(0, (lo - 1) // 2), min(h, hi // 2 + 1)  # input rows that make them complete
+            y = torch.relu_(F.conv_transpose2d(x[..., i0:i1, :], up.w, up.b, up.stride, up.padding,
+                                               up.output_padding))
+            y = y[..., lo - 2 * i0: hi - 2 * i0, :]
+            band = F.pad(y, (3, 3, 3 if lo == 0 else 0, 3 if hi == ho else 0), mode="reflect")
+            out[..., r0:r1, :] = F.conv2d(band, oc.weight, oc.bias)
+        return out
+
     @torch.inference_mode()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x.contiguous(memory_format=CL))
-        for d in self.down:
+        x = self._head(x.contiguous(memory_format=CL))
+        for d in self.down[1:]:
             x = d(x)
         p = self.split_pad
         y = torch.relu_(self.split_conv(F.pad(x, (p, p, p, p), mode="reflect")))
@@ -222,7 +274,6 @@ class FastGenerator(nn.Module):
             x_l, x_g = block(x_l, x_g)
         x = torch.cat([x_l, x_g], dim=1)
         del x_l, x_g
-        for u in self.up:
+        for u in self.up[:-1]:
             x = u(x)
-        x = conv2d_reflect(x, self.out_conv.weight, self.out_conv.bias, 1, 3)
-        return self.out_act(x).contiguous()
+        return self.out_act(self._tail(x)).contiguous()
