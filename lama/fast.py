@@ -144,11 +144,10 @@ class _FastFFC(nn.Module):
     def forward(self, x_l: torch.Tensor, x_g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         p = self.pad
         y = F.conv2d(F.pad(x_l, (p, p, p, p), mode="reflect"), self.w_local, self.b_local)  # l2l | l2g
-        out_l = y[:, : self.n_l] + F.conv2d(F.pad(x_g, (p, p, p, p), mode="reflect"), self.w_g2l)
+        out_l = F.conv2d(F.pad(x_g, (p, p, p, p), mode="reflect"), self.w_g2l).add_(y[:, : self.n_l])
         g = x_g.permute(0, 2, 3, 1)  # channels-last memory seen as [B, H, W, C]: a view
         s = torch.relu_(F.linear(g, self.w1, self.b1))
-        t = F.linear(s + self._fourier(s), self.w2).permute(0, 3, 1, 2)
-        out_g = y[:, self.n_l:] + t
+        out_g = F.linear(s.add_(self._fourier(s)), self.w2).permute(0, 3, 1, 2).add_(y[:, self.n_l:])
         return torch.relu_(out_l), torch.relu_(out_g)
 
 
