@@ -6,7 +6,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -23,7 +23,6 @@ class Settings:
     min_side: int = 16  # the generator needs a 2x2 bottleneck; smaller photos are refused with a message
     editor_max_side: int = int(os.environ.get("LAMA_DEMO_EDITOR_MAX_SIDE", "1024"))
     concurrency: int = 1  # one inference at a time: each uses all CPU cores (or the one GPU)
-    extra: dict = field(default_factory=dict)
 
 
 class Backend:
