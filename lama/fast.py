@@ -25,6 +25,7 @@ from torch import nn
 
 from .ffc import FFC_BN_ACT, FFCResnetBlock
 from .generator import FFCResNetGenerator
+from .winograd import BIAS, TILES_PER_BAND, Winograd, filter_transform, pad_for_tiles
 
 CL = torch.channels_last
 BAND_ELEMENTS = 1 << 24  # values per full-resolution band (64 MB in float32)
@@ -151,6 +152,44 @@ class _FastFFC(nn.Module):
         return torch.relu_(out_l), torch.relu_(out_g)
 
 
+class _WinogradFFC(_FastFFC):
+    """The same layer on one ``[B, H, W, C]`` tensor (local channels first), its 3x3 convolutions by
+    Winograd F(4x4, 3x3): l2l and g2l add up in the transformed domain, so the local output is one
+    product over all input channels, and l2g is one more over the local channels."""
+
+    def __init__(self, layer: FFC_BN_ACT):
+        super().__init__(layer)
+        w_l2l, w_l2g = self.w_local[: self.n_l], self.w_local[self.n_l:]
+        self.u_to_l = nn.Parameter(filter_transform(torch.cat([w_l2l, self.w_g2l], 1)).float(), requires_grad=False)
+        self.u_l2g = nn.Parameter(filter_transform(w_l2g).float(), requires_grad=False)
+        del self.w_local, self.w_g2l  # only the transformed filters are used
+
+    def forward(self, x: torch.Tensor, wg: Winograd) -> torch.Tensor:
+        b, h, w, c = x.shape
+        n_l = self.n_l
+        xp = pad_for_tiles(x)
+        th, tw = (xp.shape[1] - 2) // 4, (xp.shape[2] - 2) // 4
+        out = x.new_empty(b, 4 * th, 4 * tw, c)
+        step = max(1, TILES_PER_BAND // (b * tw))
+        for r0 in range(0, th, step):
+            r1 = min(th, r0 + step)
+            v = wg.input_tiles(xp, r0, r1)
+            m_l = torch.bmm(v, self.u_to_l)
+            m_l[BIAS].add_(self.b_local[:n_l])
+            m_g = torch.bmm(v[..., :n_l], self.u_l2g)
+            m_g[BIAS].add_(self.b_local[n_l:])
+            dst = out[:, 4 * r0: 4 * r1].view(b, r1 - r0, 4, tw, 4, c)
+            torch.relu_(dst[..., :n_l].copy_(wg.output_tiles(m_l, b, r1 - r0, tw)))
+            dst[..., n_l:].copy_(wg.output_tiles(m_g, b, r1 - r0, tw))
+        del xp
+        if out.shape[1] != h or out.shape[2] != w:
+            out = out[:, :h, :w].contiguous()
+        s = torch.relu_(F.linear(x[..., n_l:], self.w1, self.b1))
+        out_g = out[..., n_l:]
+        torch.relu_(out_g.add_(F.linear(s.add_(self._fourier(s)), self.w2)))
+        return out
+
+
 class _FastBlock(nn.Module):
     def __init__(self, block: FFCResnetBlock):
         super().__init__()
@@ -159,6 +198,15 @@ class _FastBlock(nn.Module):
     def forward(self, x_l: torch.Tensor, x_g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         y_l, y_g = self.conv2(*self.conv1(x_l, x_g))
         return y_l.add_(x_l), y_g.add_(x_g)
+
+
+class _WinogradBlock(nn.Module):
+    def __init__(self, block: FFCResnetBlock):
+        super().__init__()
+        self.conv1, self.conv2 = _WinogradFFC(block.conv1), _WinogradFFC(block.conv2)
+
+    def forward(self, x: torch.Tensor, wg: Winograd) -> torch.Tensor:
+        return self.conv2(self.conv1(x, wg), wg).add_(x)
 
 
 class _ConvBNReLU(nn.Module):
@@ -190,7 +238,7 @@ class _UpBNReLU(nn.Module):
 class FastGenerator(nn.Module):
     """The generator's function with the rearrangements above; build with ``FastGenerator(gen)``."""
 
-    def __init__(self, gen: FFCResNetGenerator):
+    def __init__(self, gen: FFCResNetGenerator, winograd: bool = True):
         super().__init__()
         if not supports(gen):
             raise ValueError("FastGenerator rebuilds the published LaMa structure only; use the generator itself")
@@ -210,7 +258,9 @@ class FastGenerator(nn.Module):
             self.split_conv.bias.copy_(torch.cat([b_l, b_g]))
         self.split_pad = last.ffc.convl2l.padding[0]
         self.n_l = w_l.shape[0]
-        self.blocks = nn.ModuleList(_FastBlock(m) for m in layers if isinstance(m, FFCResnetBlock))
+        block_type = _WinogradBlock if winograd else _FastBlock
+        self.winograd = winograd
+        self.blocks = nn.ModuleList(block_type(m) for m in layers if isinstance(m, FFCResnetBlock))
         ups = [m for m in layers if isinstance(m, nn.ConvTranspose2d)]
         bns = [layers[layers.index(u) + 1] for u in ups]
         self.up = nn.ModuleList(_UpBNReLU(u, bn) for u, bn in zip(ups, bns, strict=True))
@@ -266,13 +316,20 @@ class FastGenerator(nn.Module):
         p = self.split_pad
         y = torch.relu_(self.split_conv(F.pad(x, (p, p, p, p), mode="reflect")))
         del x
-        x_l = y[:, : self.n_l].contiguous(memory_format=CL)
-        x_g = y[:, self.n_l:].contiguous(memory_format=CL)
+        if self.winograd:
+            wg = Winograd(y.dtype, y.device)
+            x = y.permute(0, 2, 3, 1)  # [B, H, W, C], local channels first: a view
+            for block in self.blocks:
+                x = block(x, wg)
+            x = x.permute(0, 3, 1, 2)
+        else:
+            x_l = y[:, : self.n_l].contiguous(memory_format=CL)
+            x_g = y[:, self.n_l:].contiguous(memory_format=CL)
+            for block in self.blocks:
+                x_l, x_g = block(x_l, x_g)
+            x = torch.cat([x_l, x_g], dim=1)
+            del x_l, x_g
         del y
-        for block in self.blocks:
-            x_l, x_g = block(x_l, x_g)
-        x = torch.cat([x_l, x_g], dim=1)
-        del x_l, x_g
         for u in self.up[:-1]:
             x = u(x)
         return self.out_act(self._tail(x)).contiguous()
