@@ -25,7 +25,7 @@ from torch import nn
 
 from .ffc import FFC_BN_ACT, FFCResnetBlock
 from .generator import FFCResNetGenerator
-from .winograd import BIAS, TILES_PER_BAND, Winograd, filter_transform, pad_for_tiles
+from .winograd import BIAS, TILES_PER_BAND, Workspace, fill_slab, filter_transform, input_tiles, output_tiles
 
 CL = torch.channels_last
 BAND_ELEMENTS = 1 << 24  # values per full-resolution band (64 MB in float32)
@@ -160,33 +160,61 @@ class _WinogradFFC(_FastFFC):
     def __init__(self, layer: FFC_BN_ACT):
         super().__init__(layer)
         w_l2l, w_l2g = self.w_local[: self.n_l], self.w_local[self.n_l:]
-        self.u_to_l = nn.Parameter(filter_transform(torch.cat([w_l2l, self.w_g2l], 1)).float(), requires_grad=False)
-        self.u_l2g = nn.Parameter(filter_transform(w_l2g).float(), requires_grad=False)
+        with torch.no_grad():
+            self.u_to_l = nn.Parameter(filter_transform(torch.cat([w_l2l, self.w_g2l], 1)), requires_grad=False)
+            self.u_l2g = nn.Parameter(filter_transform(w_l2g), requires_grad=False)
         del self.w_local, self.w_g2l  # only the transformed filters are used
 
-    def forward(self, x: torch.Tensor, wg: Winograd) -> torch.Tensor:
+    def _spectral(self, x: torch.Tensor, out: torch.Tensor, ws: Workspace) -> None:
+        """``out_g += w2 (s + FU(s))`` with ``s = relu(w1 x_g + b1)``, all in reused buffers."""
+        b, h, w, c = x.shape
+        n_l, c2 = self.n_l, self.w1.shape[0]
+        s = ws.get("s", (b * h * w, c2))
+        torch.relu_(torch.addmm(self.b1, x.view(-1, c)[:, n_l:], self.w1.t(), out=s))
+        f32 = s if s.dtype == torch.float32 else ws.get("s32", s.shape, torch.float32).copy_(s)
+        wf = w // 2 + 1
+        spec = torch.fft.rfftn(f32.view(b, h, w, c2), dim=(1, 2), norm="ortho",
+                               out=ws.get("spec", (b, h, wf, c2), torch.complex64))
+        z = torch.view_as_real(spec).view(-1, 2 * c2)  # channels re0, im0, re1, ... : no copy
+        if s.dtype != torch.float32:
+            z = ws.get("z_in", z.shape).copy_(z)
+        fu = torch.relu_(torch.addmm(self.b_fu, z, self.w_fu.t(), out=ws.get("fu", z.shape)))
+        if fu.dtype != torch.float32:
+            fu = ws.get("fu32", fu.shape, torch.float32).copy_(fu)
+        back = torch.fft.irfftn(torch.view_as_complex(fu.view(b, h, wf, c2, 2)), s=(h, w), dim=(1, 2),
+                                norm="ortho", out=ws.get("back", (b, h, w, c2), torch.float32))
+        s.add_(back.view(-1, c2))
+        out_g = out.view(-1, c)[:, n_l:]
+        torch.relu_(out_g.addmm_(s, self.w2.t()))
+
+    def forward(self, x: torch.Tensor, out: torch.Tensor, ws: Workspace) -> torch.Tensor:
+        """``x``, ``out``: contiguous ``[B, H, W, C]``; the layer's output is written into ``out``."""
         b, h, w, c = x.shape
         n_l = self.n_l
-        xp = pad_for_tiles(x)
-        th, tw = (xp.shape[1] - 2) // 4, (xp.shape[2] - 2) // 4
-        out = x.new_empty(b, 4 * th, 4 * tw, c)
+        th, tw = -(-h // 4), -(-w // 4)
+        whole = h % 4 == 0 and w % 4 == 0  # whole tiles: outputs go straight into ``out``
         step = max(1, TILES_PER_BAND // (b * tw))
         for r0 in range(0, th, step):
             r1 = min(th, r0 + step)
-            v = wg.input_tiles(xp, r0, r1)
-            m_l = torch.bmm(v, self.u_to_l)
-            m_l[BIAS].add_(self.b_local[:n_l])
-            m_g = torch.bmm(v[..., :n_l], self.u_l2g)
+            tr = r1 - r0
+            slab = ws.get("slab", (b, 4 * tr + 2, 4 * tw + 2, c))
+            fill_slab(x, slab, 4 * r0 - 1)
+            v = input_tiles(slab, ws)
+            m_l = torch.bmm(v, self.u_to_l, out=ws.get("m_l", (v.shape[0], v.shape[1], n_l)))
+            m_l[BIAS].add_(self.b_local[:n_l])  # AT's column for the point 1 is all ones: one bias per pixel
+            m_g = torch.bmm(v[..., :n_l], self.u_l2g, out=ws.get("m_g", (v.shape[0], v.shape[1], c - n_l)))
             m_g[BIAS].add_(self.b_local[n_l:])
-            dst = out[:, 4 * r0: 4 * r1].view(b, r1 - r0, 4, tw, 4, c)
-            torch.relu_(dst[..., :n_l].copy_(wg.output_tiles(m_l, b, r1 - r0, tw)))
-            dst[..., n_l:].copy_(wg.output_tiles(m_g, b, r1 - r0, tw))
-        del xp
-        if out.shape[1] != h or out.shape[2] != w:
-            out = out[:, :h, :w].contiguous()
-        s = torch.relu_(F.linear(x[..., n_l:], self.w1, self.b1))
-        out_g = out[..., n_l:]
-        torch.relu_(out_g.add_(F.linear(s.add_(self._fourier(s)), self.w2)))
+            if whole:
+                dst = out[:, 4 * r0: 4 * r1].view(b, tr, 4, tw, 4, c)
+            else:
+                dst = ws.get("dst", (b, tr, 4, tw, 4, c))
+            output_tiles(m_l, dst[..., :n_l], ws)
+            output_tiles(m_g, dst[..., n_l:], ws)
+            if not whole:
+                rows = min(h, 4 * r1) - 4 * r0
+                out[:, 4 * r0: 4 * r0 + rows] = dst.view(b, 4 * tr, 4 * tw, c)[:, :rows, :w]
+            torch.relu_(out[:, 4 * r0: 4 * r1, :, :n_l])
+        self._spectral(x, out, ws)
         return out
 
 
@@ -205,8 +233,11 @@ class _WinogradBlock(nn.Module):
         super().__init__()
         self.conv1, self.conv2 = _WinogradFFC(block.conv1), _WinogradFFC(block.conv2)
 
-    def forward(self, x: torch.Tensor, wg: Winograd) -> torch.Tensor:
-        return self.conv2(self.conv1(x, wg), wg).add_(x)
+    def forward(self, x: torch.Tensor, spare: list[torch.Tensor], ws: Workspace) -> torch.Tensor:
+        """``x`` + the block's output, written into ``spare[1]``; the buffers rotate for the next block."""
+        y = self.conv2(self.conv1(x, spare[0], ws), spare[1], ws).add_(x)
+        spare[:] = [spare[0], x]
+        return y
 
 
 class _ConvBNReLU(nn.Module):
@@ -317,10 +348,12 @@ class FastGenerator(nn.Module):
         y = torch.relu_(self.split_conv(F.pad(x, (p, p, p, p), mode="reflect")))
         del x
         if self.winograd:
-            wg = Winograd(y.dtype, y.device)
             x = y.permute(0, 2, 3, 1)  # [B, H, W, C], local channels first: a view
+            ws = Workspace(x.dtype, x.device)
+            spare = [torch.empty_like(x), torch.empty_like(x)]
             for block in self.blocks:
-                x = block(x, wg)
+                x = block(x, spare, ws)
+            del spare, ws
             x = x.permute(0, 3, 1, 2)
         else:
             x_l = y[:, : self.n_l].contiguous(memory_format=CL)

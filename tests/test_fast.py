@@ -19,13 +19,15 @@ def small():
 
 @pytest.mark.parametrize(("h", "w"), [(64, 64), (40, 96), (128, 72), (16, 16)])
 @pytest.mark.parametrize("bands", ["one", "many"])
-def test_fast_generator_equals_the_reference(small, h, w, bands, monkeypatch):
-    if bands == "many":  # the smallest bands (16 rows): head and tail run in several row bands
+@pytest.mark.parametrize("winograd", [True, False])
+def test_fast_generator_equals_the_reference(small, h, w, bands, winograd, monkeypatch):
+    if bands == "many":  # the smallest bands: head and tail 16 rows, FFC blocks one row of tiles
         monkeypatch.setattr("lama.fast.BAND_ELEMENTS", 1)
+        monkeypatch.setattr("lama.fast.TILES_PER_BAND", 1)
     x = torch.rand(2, 4, h, w)
     with torch.no_grad():
         ref = small(x)
-    assert (FastGenerator(small)(x) - ref).abs().max() <= 1e-5
+    assert (FastGenerator(small, winograd=winograd)(x) - ref).abs().max() <= 1e-5
 
 
 def test_big_lama_structure_equals_the_reference():

@@ -1,0 +1,56 @@
+"""Winograd F(4x4, 3x3): the published matrices compute a 3x3 correlation, and the FFC layer built on
+them equals the direct-convolution layer."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import randomize_bn
+from torch import nn
+
+from lama import winograd
+from lama.fast import CL, _FastFFC, _WinogradFFC
+from lama.ffc import FFC_BN_ACT
+from lama.winograd import A, Workspace, filter_transform
+
+
+def test_matrices_compute_a_3x3_correlation():
+    at, bt = torch.tensor(winograd.AT, dtype=torch.float64), torch.tensor(winograd.BT, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        d = torch.randn(6, 6, generator=gen, dtype=torch.float64)
+        g = torch.randn(3, 3, generator=gen, dtype=torch.float64)
+        u = filter_transform(g[None, None])[:, 0, 0].view(6, 6)
+        y = at @ (u * (bt @ d @ bt.T)) @ at.T
+        assert torch.allclose(y, F.conv2d(d[None, None], g[None, None])[0, 0], atol=1e-12)
+
+
+def test_bias_component_reaches_every_output_pixel_once():
+    at = torch.tensor(winograd.AT, dtype=torch.float64)
+    e = torch.zeros(A * A, dtype=torch.float64)
+    e[winograd.BIAS] = 1
+    assert torch.equal(at @ e.view(A, A) @ at.T, torch.ones(4, 4, dtype=torch.float64))
+
+
+@pytest.mark.parametrize(("h", "w"), [(16, 16), (13, 18), (2, 5), (5, 2), (70, 9)])
+@pytest.mark.parametrize("tiles_per_band", [1, 256])
+def test_winograd_layer_equals_the_direct_layer(h, w, tiles_per_band, monkeypatch):
+    monkeypatch.setattr("lama.fast.TILES_PER_BAND", tiles_per_band)
+    torch.manual_seed(1)
+    layer = FFC_BN_ACT(32, 32, 3, 0.75, 0.75, padding=1, padding_type="reflect", activation_layer=nn.ReLU)
+    randomize_bn(layer).eval()
+    x = torch.randn(2, 32, h, w).contiguous(memory_format=CL)
+    with torch.inference_mode():
+        ref_l, ref_g = _FastFFC(layer)(x[:, :8].contiguous(memory_format=CL), x[:, 8:].contiguous(memory_format=CL))
+        xh = x.permute(0, 2, 3, 1)
+        out = torch.full_like(xh, float("nan"))  # every output value must be written
+        y = _WinogradFFC(layer)(xh, out, Workspace(torch.float32, "cpu")).permute(0, 3, 1, 2)
+    assert y.data_ptr() == out.data_ptr()
+    assert (y[:, :8] - ref_l).abs().max() <= 5e-5 and (y[:, 8:] - ref_g).abs().max() <= 5e-5
+
+
+def test_workspace_reuses_its_buffers():
+    ws = Workspace(torch.float32, "cpu")
+    a = ws.get("x", (4, 5))
+    b = ws.get("x", (2, 3))
+    assert b.data_ptr() == a.data_ptr() and b.shape == (2, 3)
+    assert ws.get("x", (10, 10)).numel() == 100  # grows when asked for more
