@@ -28,7 +28,8 @@ from .generator import FFCResNetGenerator
 from .winograd import BIAS, TILES_PER_BAND, Workspace, fill_slab, filter_transform, input_tiles, output_tiles
 
 CL = torch.channels_last
-BAND_ELEMENTS = 1 << 24  # values per full-resolution band (64 MB in float32)
+BAND_ELEMENTS = 1 << 22  # values per full-resolution band (16 MB in float32: under the mmap threshold)
+FFT_GROUP_BYTES = 16 << 20  # spectrum bytes per FFT call
 
 
 def _fold(weight: torch.Tensor, bn: nn.BatchNorm2d, out_dim: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -173,16 +174,24 @@ class _WinogradFFC(_FastFFC):
         torch.relu_(torch.addmm(self.b1, x.view(-1, c)[:, n_l:], self.w1.t(), out=s))
         f32 = s if s.dtype == torch.float32 else ws.get("s32", s.shape, torch.float32).copy_(s)
         wf = w // 2 + 1
-        spec = torch.fft.rfftn(f32.view(b, h, w, c2), dim=(1, 2), norm="ortho",
-                               out=ws.get("spec", (b, h, wf, c2), torch.complex64))
+        # FFTs in channel groups: their internal temporaries then stay under glibc's mmap threshold
+        # and are recycled instead of page-faulted in afresh for every layer
+        group = max(1, min(c2, FFT_GROUP_BYTES // (b * h * wf * 8)))
+        spec = ws.get("spec", (b, h, wf, c2), torch.complex64)
+        for c0 in range(0, c2, group):
+            torch.fft.rfftn(f32.view(b, h, w, c2)[..., c0: c0 + group], dim=(1, 2), norm="ortho",
+                            out=spec[..., c0: c0 + group])
         z = torch.view_as_real(spec).view(-1, 2 * c2)  # channels re0, im0, re1, ... : no copy
         if s.dtype != torch.float32:
             z = ws.get("z_in", z.shape).copy_(z)
         fu = torch.relu_(torch.addmm(self.b_fu, z, self.w_fu.t(), out=ws.get("fu", z.shape)))
         if fu.dtype != torch.float32:
             fu = ws.get("fu32", fu.shape, torch.float32).copy_(fu)
-        back = torch.fft.irfftn(torch.view_as_complex(fu.view(b, h, wf, c2, 2)), s=(h, w), dim=(1, 2),
-                                norm="ortho", out=ws.get("back", (b, h, w, c2), torch.float32))
+        fu = torch.view_as_complex(fu.view(b, h, wf, c2, 2))
+        back = ws.get("back", (b, h, w, c2), torch.float32)
+        for c0 in range(0, c2, group):
+            torch.fft.irfftn(fu[..., c0: c0 + group], s=(h, w), dim=(1, 2), norm="ortho",
+                             out=back[..., c0: c0 + group])
         s.add_(back.view(-1, c2))
         out_g = out.view(-1, c)[:, n_l:]
         torch.relu_(out_g.addmm_(s, self.w2.t()))
@@ -309,8 +318,7 @@ class FastGenerator(nn.Module):
         d = self.down[0]
         b, _, h, w = x.shape
         xp = F.pad(x, (3, 3, 3, 3), mode="reflect")  # 4 channels: cheap
-        out = torch.empty(b, d.w.shape[0], h // 2, w // 2, dtype=x.dtype, device=x.device).contiguous(
-            memory_format=CL)
+        out = torch.empty(b, d.w.shape[0], h // 2, w // 2, dtype=x.dtype, device=x.device, memory_format=CL)
         step = max(1, self._band_rows(w) // 2)
         for a0 in range(0, h // 2, step):
             a1 = min(h // 2, a0 + step)
