@@ -87,3 +87,29 @@ def test_reflect_padded_conv_without_the_padded_copy(h, w, k, stride, pad):
     ref = F.conv2d(F.pad(x, (pad,) * 4, mode="reflect"), wt, b, stride)
     out = conv2d_reflect(x, wt, b, stride, pad)
     assert out.shape == ref.shape and (out - ref).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("out_block", [4, 3])  # 3 does not divide the widths: the plain conv runs instead
+def test_output_conv_in_column_blocks(small, out_block, monkeypatch):
+    fast = FastGenerator(small)
+    monkeypatch.setattr("lama.fast.OUT_BLOCK", out_block)
+    x = torch.rand(1, 4, 48, 88)
+    with torch.no_grad():
+        ref = small(x)
+    assert (fast(x) - ref).abs().max() <= 1e-5
+
+
+def test_space_to_depth_weights_compute_the_same_conv():
+    from torch.nn import functional as F
+
+    from lama.fast import _space_to_depth_weights
+
+    torch.manual_seed(0)
+    w, x = torch.randn(3, 5, 7, 7, dtype=torch.float64), torch.randn(1, 5, 9, 26 + 6, dtype=torch.float64)
+    for s in (2, 4, 8):
+        nb = -(-(s + 6) // s)
+        xp = F.pad(x, (0, s * (nb - 1) - 6 + (-26) % s))  # columns past the last block's reach are zero
+        blocks = xp.permute(0, 2, 3, 1).reshape(1, 9, -1, s * 5).permute(0, 3, 1, 2)
+        z = F.conv2d(blocks, _space_to_depth_weights(w, s))
+        y = z.permute(0, 2, 3, 1).reshape(1, 3, -1, 3).permute(0, 3, 1, 2)[..., :26]
+        assert torch.allclose(y, F.conv2d(x, w), atol=1e-10)
