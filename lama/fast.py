@@ -9,7 +9,12 @@ rearranged for speed and memory on CPUs and GPUs:
 - channels-last tensors throughout; the spectral path works on ``[B, H, W, C]`` views, so the
   Fourier unit's real/imaginary interleave is a free reshape (no stack/permute copies) and its
   1x1 convolutions are plain matrix products;
-- activations in place; FFTs always in float32, so bfloat16/float16 networks work.
+- activations in place; FFTs always in float32, so bfloat16/float16 networks work;
+- on CPUs the FFC blocks' 3x3 convolutions run as Winograd F(4x4, 3x3) (:mod:`lama.winograd`),
+  4x fewer multiplications, on one ``[B, H, W, C]`` tensor whose local/global split is a view, with
+  buffers reused across layers (fresh large tensors cost page faults);
+- the full-resolution head and tail run in row bands, and the 3-channel output conv runs over
+  blocks of columns, where the CPU's convolution kernels are efficient.
 
 Only the published LaMa structure is rebuilt (ratio 0 stem and downsampling, 0.75 resnet blocks,
 no LFU); :func:`supports` says whether a generator has it, and other ones keep the reference path.
