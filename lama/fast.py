@@ -35,6 +35,7 @@ from .winograd import BIAS, TILES_PER_BAND, Workspace, fill_slab, filter_transfo
 CL = torch.channels_last
 BAND_ELEMENTS = 1 << 22  # values per full-resolution band (16 MB in float32: under the mmap threshold)
 FFT_GROUP_BYTES = 16 << 20  # spectrum bytes per FFT call
+HEAD_LEVELS = TAIL_LEVELS = 2  # downsamplings / upsamplings done in row bands with the full-resolution ends
 OUT_BLOCK = 4  # columns per block in the output conv (see _space_to_depth_weights)
 
 
@@ -110,11 +111,13 @@ def supports(gen: nn.Module) -> bool:
     ffcs = [m for m in layers if isinstance(m, FFC_BN_ACT)]
     if len(ffcs) < 3 or not blocks:  # stem, at least one plain downsampling, the splitting one
         return False
-    stem, first_down = ffcs[0].ffc.convl2l, ffcs[1].ffc.convl2l
+    stem = ffcs[0].ffc.convl2l
     if stem.kernel_size != (7, 7) or stem.stride != (1, 1) or not isinstance(layers[0], nn.ReflectionPad2d):
         return False
-    if first_down.kernel_size != (3, 3) or first_down.stride != (2, 2) or first_down.padding != (1, 1):
-        return False
+    for f in ffcs[1:-1]:  # plain downsamplings: run in row bands with 3x3/stride-2/pad-1 arithmetic
+        c = f.ffc.convl2l
+        if c.kernel_size != (3, 3) or c.stride != (2, 2) or c.padding != (1, 1) or c.padding_mode != "reflect":
+            return False
     ups = [m for m in layers if isinstance(m, nn.ConvTranspose2d)]
     if not ups or any(u.kernel_size != (3, 3) or u.stride != (2, 2) or u.padding != (1, 1)
                       or u.output_padding != (1, 1) for u in ups):
@@ -341,39 +344,66 @@ class FastGenerator(nn.Module):
         self.to(memory_format=CL)
 
     def _band_rows(self, width: int) -> int:
-        """Rows per band so that a 64-channel full-resolution band stays near 64 MB."""
+        """Rows per band so that a 64-channel full-resolution band stays near BAND_ELEMENTS values."""
         return max(16, BAND_ELEMENTS // (64 * width))
 
+    def _down_rows(self, xp: torch.Tensor, level: int, a0: int, a1: int, heights: list[int]) -> torch.Tensor:
+        """Rows ``a0:a1`` of the stem's output (level 0) or of ``down[level - 1]``'s, from the input
+        reflect-padded by 3; each level computes just the rows that the next one reads. ``heights``:
+        the rows of each level's output."""
+        if level == 0:
+            return torch.relu_(F.conv2d(xp[..., a0: a1 + 6, :], self.stem.w, self.stem.b))
+        d = self.down[level - 1]
+        n = heights[level - 1]  # rows of this level's input
+        lo, hi = max(0, 2 * a0 - 1), min(n, 2 * a1)  # a 3x3/stride-2 window at row a reads 2a-1 .. 2a+1
+        rows = self._down_rows(xp, level - 1, lo, hi, heights)
+        # the image's edges: reflect, as the padded conv would
+        band = F.pad(rows, (1, 1, 1 if a0 == 0 else 0, 1 if 2 * a1 > n else 0), mode="reflect")
+        return torch.relu_(F.conv2d(band, d.w, d.b, 2))
+
     def _head(self, x: torch.Tensor) -> torch.Tensor:
-        """Stem + first downsampling in row bands: the 64-channel full-resolution map never exists whole."""
-        d = self.down[0]
+        """Stem + the first downsamplings (up to HEAD_LEVELS) in row bands: the full- and half-resolution
+        maps never exist whole."""
+        levels = min(HEAD_LEVELS, len(self.down))
         b, _, h, w = x.shape
         xp = F.pad(x, (3, 3, 3, 3), mode="reflect")  # 4 channels: cheap
-        out = torch.empty(b, d.w.shape[0], h // 2, w // 2, dtype=x.dtype, device=x.device, memory_format=CL)
-        step = max(1, self._band_rows(w) // 2)
-        for a0 in range(0, h // 2, step):
-            a1 = min(h // 2, a0 + step)
-            s_lo, s_hi = max(0, 2 * a0 - 1), 2 * a1  # stem rows that down[0]'s 3x3/stride-2 window reads
-            stem = torch.relu_(F.conv2d(xp[..., s_lo: s_hi + 6, :], self.stem.w, self.stem.b))
-            top = 1 if a0 == 0 else 0  # the image's top edge: reflect, as the padded conv would
-            band = F.pad(stem, (1, 1, top, 0), mode="reflect")
-            out[..., a0:a1, :] = torch.relu_(F.conv2d(band, d.w, d.b, 2))
+        heights, widths = [h], [w]
+        for _ in range(levels):  # a 3x3/stride-2 conv padded by 1 gives ceil(n / 2)
+            heights.append((heights[-1] + 1) // 2)
+            widths.append((widths[-1] + 1) // 2)
+        ho = heights[-1]
+        out = torch.empty(b, self.down[levels - 1].w.shape[0], ho, widths[-1], dtype=x.dtype, device=x.device,
+                          memory_format=CL)
+        step = max(1, self._band_rows(w) >> levels)
+        for a0 in range(0, ho, step):
+            a1 = min(ho, a0 + step)
+            out[..., a0:a1, :] = self._down_rows(xp, levels, a0, a1, heights)
         return out
 
+    def _up_rows(self, x: torch.Tensor, ups: list[_UpBNReLU], lo: int, hi: int) -> torch.Tensor:
+        """Rows ``lo:hi`` of the output of the transposed convs ``ups`` applied to ``x``, from the rows
+        of ``x`` they need."""
+        if not ups:
+            return x[..., lo:hi, :]
+        up = ups[-1]
+        n = x.shape[-2] << (len(ups) - 1)  # rows of this level's input
+        i0, i1 = max(0, (lo - 1) // 2), min(n, hi // 2 + 1)  # input rows that make output rows lo:hi complete
+        y = torch.relu_(F.conv_transpose2d(self._up_rows(x, ups[:-1], i0, i1), up.w, up.b, up.stride,
+                                           up.padding, up.output_padding))
+        return y[..., lo - 2 * i0: hi - 2 * i0, :]
+
     def _tail(self, x: torch.Tensor) -> torch.Tensor:
-        """Last upsampling + output conv in row bands: the 64-channel full-resolution map never exists whole."""
-        up, oc = self.up[-1], self.out_conv
+        """The last upsamplings (up to TAIL_LEVELS) + output conv in row bands: the full- and half-resolution
+        maps never exist whole."""
+        ups, oc = list(self.up[-TAIL_LEVELS:]), self.out_conv
         b, _, h, w = x.shape
-        ho, wo = 2 * h, 2 * w
+        ho, wo = h << len(ups), w << len(ups)
         out = torch.empty(b, oc.weight.shape[0], ho, wo, dtype=x.dtype, device=x.device)
         step = self._band_rows(wo)
         for r0 in range(0, ho, step):
             r1 = min(ho, r0 + step)
             lo, hi = max(0, r0 - 3), min(ho, r1 + 3)  # rows the 7x7 output conv reads
-            i0, i1 = max(0, (lo - 1) // 2), min(h, hi // 2 + 1)  # input rows that make them complete
-            y = torch.relu_(F.conv_transpose2d(x[..., i0:i1, :], up.w, up.b, up.stride, up.padding,
-                                               up.output_padding))
-            y = y[..., lo - 2 * i0: hi - 2 * i0, :]
+            y = self._up_rows(x, ups, lo, hi)
             top, bottom = 3 if lo == 0 else 0, 3 if hi == ho else 0
             if wo % OUT_BLOCK:
                 out[..., r0:r1, :] = F.conv2d(F.pad(y, (3, 3, top, bottom), mode="reflect"), oc.weight, oc.bias)
@@ -389,7 +419,7 @@ class FastGenerator(nn.Module):
     @torch.inference_mode()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._head(x.contiguous(memory_format=CL))
-        for d in self.down[1:]:
+        for d in self.down[HEAD_LEVELS:]:
             x = d(x)
         p = self.split_pad
         y = torch.relu_(self.split_conv(F.pad(x, (p, p, p, p), mode="reflect")))
@@ -410,6 +440,6 @@ class FastGenerator(nn.Module):
             x = torch.cat([x_l, x_g], dim=1)
             del x_l, x_g
         del y
-        for u in self.up[:-1]:
+        for u in self.up[:-TAIL_LEVELS]:
             x = u(x)
         return self.out_act(self._tail(x)).contiguous()
