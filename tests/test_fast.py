@@ -113,3 +113,11 @@ def test_space_to_depth_weights_compute_the_same_conv():
         z = F.conv2d(blocks, _space_to_depth_weights(w, s))
         y = z.permute(0, 2, 3, 1).reshape(1, 3, -1, 3).permute(0, 3, 1, 2)[..., :26]
         assert torch.allclose(y, F.conv2d(x, w), atol=1e-10)
+
+
+def test_winograd_is_the_default_on_the_cpu(small):
+    from lama.fast import _WinogradBlock
+
+    fast = Inpainter(small).fast
+    assert fast.winograd and all(isinstance(b, _WinogradBlock) for b in fast.blocks)
+    assert not FastGenerator(small, winograd=False).winograd
