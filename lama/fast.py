@@ -161,44 +161,16 @@ class _FastFFC(nn.Module):
         self.b_fu = nn.Parameter(fu_b, requires_grad=False)
         self.w2 = nn.Parameter(w2.flatten(1), requires_grad=False)
 
-    def _fourier(self, s: torch.Tensor) -> torch.Tensor:
-        """Fourier unit on ``[B, H, W, C]``: rFFT, 1x1 conv + BN + ReLU on interleaved (re, im), inverse."""
-        b, h, w, c = s.shape
-        spec = torch.fft.rfftn(s.float(), dim=(1, 2), norm="ortho")  # [B, H, W', C] complex
-        z = torch.view_as_real(spec).reshape(b, h, -1, 2 * c)  # channels re0, im0, re1, ... : no copy
-        z = torch.relu_(F.linear(z.to(s.dtype), self.w_fu, self.b_fu))
-        z = torch.view_as_complex(z.float().reshape(b, h, -1, c, 2))
-        return torch.fft.irfftn(z, s=(h, w), dim=(1, 2), norm="ortho").to(s.dtype)
+    def _spectral(self, x_g: torch.Tensor, out_g: torch.Tensor, bhw: tuple[int, int, int], ws: Workspace) -> None:
+        """``out_g = relu(out_g + w2 (s + FU(s)))`` with ``s = relu(w1 x_g + b1)``, in place, all in reused
+        buffers. ``x_g``, ``out_g``: ``[B H W, C]`` views (rows may be strided) of channels-last maps.
 
-    def forward(self, x_l: torch.Tensor, x_g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        p = self.pad
-        y = F.conv2d(F.pad(x_l, (p, p, p, p), mode="reflect"), self.w_local, self.b_local)  # l2l | l2g
-        out_l = F.conv2d(F.pad(x_g, (p, p, p, p), mode="reflect"), self.w_g2l).add_(y[:, : self.n_l])
-        g = x_g.permute(0, 2, 3, 1)  # channels-last memory seen as [B, H, W, C]: a view
-        s = torch.relu_(F.linear(g, self.w1, self.b1))
-        out_g = F.linear(s.add_(self._fourier(s)), self.w2).permute(0, 3, 1, 2).add_(y[:, self.n_l:])
-        return torch.relu_(out_l), torch.relu_(out_g)
-
-
-class _WinogradFFC(_FastFFC):
-    """The same layer on one ``[B, H, W, C]`` tensor (local channels first), its 3x3 convolutions by
-    Winograd F(4x4, 3x3): l2l and g2l add up in the transformed domain, so the local output is one
-    product over all input channels, and l2g is one more over the local channels."""
-
-    def __init__(self, layer: FFC_BN_ACT):
-        super().__init__(layer)
-        w_l2l, w_l2g = self.w_local[: self.n_l], self.w_local[self.n_l:]
-        with torch.no_grad():
-            self.u_to_l = nn.Parameter(filter_transform(torch.cat([w_l2l, self.w_g2l], 1)), requires_grad=False)
-            self.u_l2g = nn.Parameter(filter_transform(w_l2g), requires_grad=False)
-        del self.w_local, self.w_g2l  # only the transformed filters are used
-
-    def _spectral(self, x: torch.Tensor, out: torch.Tensor, ws: Workspace) -> None:
-        """``out_g += w2 (s + FU(s))`` with ``s = relu(w1 x_g + b1)``, all in reused buffers."""
-        b, h, w, c = x.shape
-        n_l, c2 = self.n_l, self.w1.shape[0]
+        The Fourier unit: rFFT, 1x1 conv + BN + ReLU on interleaved (re, im), inverse; FFTs in float32.
+        """
+        b, h, w = bhw
+        c2 = self.w1.shape[0]
         s = ws.get("s", (b * h * w, c2))
-        torch.relu_(torch.addmm(self.b1, x.view(-1, c)[:, n_l:], self.w1.t(), out=s))
+        torch.relu_(torch.addmm(self.b1, x_g, self.w1.t(), out=s))
         f32 = s if s.dtype == torch.float32 else ws.get("s32", s.shape, torch.float32).copy_(s)
         wf = w // 2 + 1
         # FFTs in channel groups: their internal temporaries then stay under glibc's mmap threshold
@@ -220,8 +192,34 @@ class _WinogradFFC(_FastFFC):
             torch.fft.irfftn(fu[..., c0: c0 + group], s=(h, w), dim=(1, 2), norm="ortho",
                              out=back[..., c0: c0 + group])
         s.add_(back.view(-1, c2))
-        out_g = out.view(-1, c)[:, n_l:]
         torch.relu_(out_g.addmm_(s, self.w2.t()))
+
+    def forward(self, x_l: torch.Tensor, x_g: torch.Tensor, ws: Workspace | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        p = self.pad
+        y = F.conv2d(F.pad(x_l, (p, p, p, p), mode="reflect"), self.w_local, self.b_local)  # l2l | l2g
+        out_l = F.conv2d(F.pad(x_g, (p, p, p, p), mode="reflect"), self.w_g2l).add_(y[:, : self.n_l])
+        b, c_g, h, w = x_g.shape
+        out_g = y[:, self.n_l:]
+        # channels-last memory seen as [B H W, C]: views, so the spectral path adds into y in place
+        rows = out_g.permute(0, 2, 3, 1).view(-1, c_g)
+        self._spectral(x_g.permute(0, 2, 3, 1).view(-1, c_g), rows, (b, h, w),
+                       ws or Workspace(x_g.dtype, x_g.device))
+        return torch.relu_(out_l), out_g
+
+
+class _WinogradFFC(_FastFFC):
+    """The same layer on one ``[B, H, W, C]`` tensor (local channels first), its 3x3 convolutions by
+    Winograd F(4x4, 3x3): l2l and g2l add up in the transformed domain, so the local output is one
+    product over all input channels, and l2g is one more over the local channels."""
+
+    def __init__(self, layer: FFC_BN_ACT):
+        super().__init__(layer)
+        w_l2l, w_l2g = self.w_local[: self.n_l], self.w_local[self.n_l:]
+        with torch.no_grad():
+            self.u_to_l = nn.Parameter(filter_transform(torch.cat([w_l2l, self.w_g2l], 1)), requires_grad=False)
+            self.u_l2g = nn.Parameter(filter_transform(w_l2g), requires_grad=False)
+        del self.w_local, self.w_g2l  # only the transformed filters are used
 
     def forward(self, x: torch.Tensor, out: torch.Tensor, ws: Workspace) -> torch.Tensor:
         """``x``, ``out``: contiguous ``[B, H, W, C]``; the layer's output is written into ``out``."""
@@ -250,7 +248,7 @@ class _WinogradFFC(_FastFFC):
                 rows = min(h, 4 * r1) - 4 * r0
                 out[:, 4 * r0: 4 * r0 + rows] = dst.view(b, 4 * tr, 4 * tw, c)[:, :rows, :w]
             torch.relu_(out[:, 4 * r0: 4 * r1, :, :n_l])
-        self._spectral(x, out, ws)
+        self._spectral(x.view(-1, c)[:, n_l:], out.view(-1, c)[:, n_l:], (b, h, w), ws)
         return out
 
 
@@ -259,8 +257,8 @@ class _FastBlock(nn.Module):
         super().__init__()
         self.conv1, self.conv2 = _FastFFC(block.conv1), _FastFFC(block.conv2)
 
-    def forward(self, x_l: torch.Tensor, x_g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        y_l, y_g = self.conv2(*self.conv1(x_l, x_g))
+    def forward(self, x_l: torch.Tensor, x_g: torch.Tensor, ws: Workspace) -> tuple[torch.Tensor, torch.Tensor]:
+        y_l, y_g = self.conv2(*self.conv1(x_l, x_g, ws), ws)
         return y_l.add_(x_l), y_g.add_(x_g)
 
 
@@ -435,8 +433,10 @@ class FastGenerator(nn.Module):
         else:
             x_l = y[:, : self.n_l].contiguous(memory_format=CL)
             x_g = y[:, self.n_l:].contiguous(memory_format=CL)
+            ws = Workspace(x_g.dtype, x_g.device)
             for block in self.blocks:
-                x_l, x_g = block(x_l, x_g)
+                x_l, x_g = block(x_l, x_g, ws)
+            del ws
             x = torch.cat([x_l, x_g], dim=1)
             del x_l, x_g
         del y

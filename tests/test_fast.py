@@ -58,11 +58,12 @@ def test_inpainter_paths_agree_on_sizes_that_are_not_multiples_of_8(small, h, w)
     assert np.array_equal(a[~m], rgb[~m]) and np.abs(a.astype(int) - b.astype(int)).max() <= 1
 
 
-def test_bfloat16_fast_path_stays_close(small):
+@pytest.mark.parametrize("winograd", [True, False])
+def test_bfloat16_fast_path_stays_close(small, winograd):
     x = torch.rand(1, 4, 64, 64)
     with torch.no_grad():
         ref = small(x)
-    out = FastGenerator(small).to(torch.bfloat16)(x.bfloat16()).float()
+    out = FastGenerator(small, winograd=winograd).to(torch.bfloat16)(x.bfloat16()).float()
     assert (out - ref).abs().max() < 0.05
 
 
