@@ -1,7 +1,8 @@
 # Set-up is two commands on a fresh machine: `make demo` and `make test`.
 # Each creates .venv if missing and installs what it needs; a stamp file makes
 # re-runs fast when the requirement files did not change.
-PY ?= python3
+# The interpreter the README's front matter declares for the Space (python_version).
+PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
