@@ -16,6 +16,10 @@ STRATEGY_HELP = ("crop: large photos are filled one crop around each painted reg
                  "resize: the whole photo shrunk to 1280 px; original: the whole photo at full size (slow).")
 
 
+# The run button's name starts no other control's: Gradio's clear buttons are all "Remove Image".
+RUN_LABEL = "Inpaint"
+
+
 def _user_error(e: Exception) -> gr.Error:
     if isinstance(e, cb.UserInputError):
         return gr.Error(str(e))
@@ -27,7 +31,7 @@ def build_demo(backend: Backend) -> gr.Blocks:
     settings = backend.settings
     with gr.Blocks(title="LaMa inpainting") as demo:
         gr.Markdown("# LaMa: remove objects from photos\nUpload a photo, paint over what should disappear, "
-                    f"press **Remove**. Model: {backend.name}.")
+                    f"press **{RUN_LABEL}**. Model: {backend.name}.")
         gr.Markdown(backend.notice, visible=bool(backend.notice), elem_id="weights-notice")
         photo_state = gr.State(None)
         result_state = gr.State(None)
@@ -36,7 +40,7 @@ def build_demo(backend: Backend) -> gr.Blocks:
                 photo = gr.Image(label="1 · Upload a photo", type="filepath", image_mode=None,
                                  sources=["upload", "clipboard"], height=260, elem_id="photo")
                 editor = gr.ImageMask(label="2 · Paint over what should disappear", type="numpy", layers=False,
-                                      format="png", sources=(), transforms=(), elem_id="editor",
+                                      format="png", sources=(), transforms=(), elem_id="editor", visible=False,
                                       brush=gr.Brush(default_size=24, colors=["#ff3366"], color_mode="fixed"),
                                       canvas_size=(settings.editor_max_side, settings.editor_max_side))
                 with gr.Accordion("Options", open=False):
@@ -45,23 +49,28 @@ def build_demo(backend: Backend) -> gr.Blocks:
                     dilate = gr.Slider(0, 64, value=8, step=1, label="Grow the mask by (pixels)")
                     strategy = gr.Radio(["crop", "resize", "original"], value="crop", label="Strategy",
                                         info=STRATEGY_HELP)
-                run = gr.Button("Remove", variant="primary", elem_id="run")
+                run = gr.Button(RUN_LABEL, variant="primary", elem_id="run")
             with gr.Column():
                 slider = gr.ImageSlider(label="Before / after", type="filepath", elem_id="result")
                 download = gr.DownloadButton("Download full-resolution PNG", visible=False)
                 reuse = gr.Button("Use result as input (remove something else)", visible=False)
                 gr.Examples(EXAMPLES, inputs=[photo], label="Example photos")
 
+        # A new photo (or none) makes the last result stale: the result, download and reuse go with it.
+        no_result = (None, gr.update(value=None, visible=False), None, gr.update(visible=False))
+
         def on_photo(path):
+            # Cleared: hide the editor (it shows again with the next photo). Gradio's ImageMask does not recover
+            # from a None value: it keeps the old photo and shows "processing" for ever.
             if not path:
-                return None, None
+                return None, gr.update(value=None, visible=False), *no_result
             try:
                 p = cb.load_photo(path, settings)
             except Exception as e:
                 raise _user_error(e) from e
             if p.note:
                 gr.Warning(p.note)
-            return p, p.display
+            return p, gr.update(value=p.display, visible=True), *no_result
 
         def on_run(p, editor_value, mask_path, dilate_px, strat, progress=gr.Progress()):  # noqa: B008
             if p is None:
@@ -83,7 +92,8 @@ def build_demo(backend: Backend) -> gr.Blocks:
                 raise gr.Error("Run once first.")
             return cb.save_result(result)
 
-        photo.change(on_photo, [photo], [photo_state, editor], api_visibility="private")
+        photo.change(on_photo, [photo], [photo_state, editor, slider, download, result_state, reuse],
+                     api_visibility="private")
         run.click(on_run, [photo_state, editor, mask_file, dilate, strategy], [slider, download, result_state, reuse],
                   api_visibility="private")
         reuse.click(on_reuse, [result_state], [photo], api_visibility="private")
