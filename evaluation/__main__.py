@@ -71,27 +71,30 @@ def cmd_predict(args) -> int:
 
 def cmd_score(args) -> int:
     from .report import write_results
-    from .score import ScoreOptions, aggregate, collect, rename_variants
+    from .score import CHUNK, ScoreOptions, aggregate, cache_dir, collect, rename_variants
 
     rank, world = _dist()
     opts = ScoreOptions(fid_resize=args.fid_resize, ssim_variant=args.ssim_variant, lpips_net=args.lpips_net,
                         batch_size=args.batch_size, device=args.device)
     out = Path(args.out)
-    cache = out / "cache" / f"{args.dataset}__{args.mask_set}__{args.method}__{args.fid_resize}_{args.ssim_variant}_" \
-                            f"{args.lpips_net}"
+    cache = cache_dir(out, args.dataset, args.mask_set, args.method, opts)
     t = time.perf_counter()
-    values = collect(Path(args.split), Path(args.predictions), cache, opts, rank=rank, world=world,
-                     progress=not args.quiet and rank == 0)
+    values, counts = collect(Path(args.split), Path(args.predictions), cache, opts, rank=rank, world=world,
+                             progress=not args.quiet and rank == 0, allow_missing=args.allow_missing,
+                             chunk_size=args.chunk_size or CHUNK)
     if rank != 0:
         return 0
     rows = rename_variants(aggregate(values), opts)
+    if counts["missing"]:  # scored under --allow-missing: the results say how many were left out
+        rows.append({"bin": "total", "metric": "n_missing", "value": float(counts["missing"]),
+                     "n_images": len(values["area"])})
     for r in rows:
         r.update(dataset=args.dataset, mask_set=args.mask_set, method=args.method)
     write_results(out / "results.csv", rows)
     seconds = time.perf_counter() - t
     totals = {r["metric"]: r["value"] for r in rows if r["bin"] == "total"}
     print(json.dumps({"method": args.method, "dataset": args.dataset, "mask_set": args.mask_set,
-                      "n_images": len(values["area"]), "seconds": round(seconds, 1),
+                      "n_images": len(values["area"]), **counts, "seconds": round(seconds, 1),
                       **{k: round(v, 4) for k, v in totals.items()}}))
     return 0
 
@@ -111,6 +114,13 @@ def cmd_report(args) -> int:
     paths = write_report(Path(args.results), Path(args.out), grid=grid)
     print("\n".join(str(p) for p in paths))
     return 0
+
+
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--lpips-net", default="vgg", choices=["vgg", "alex"])
     c.add_argument("--batch-size", type=int, default=8)
     c.add_argument("--device", default="cpu")
+    c.add_argument("--allow-missing", action="store_true",
+                   help="score the masks that have a prediction; the results say how many were left out")
+    c.add_argument("--chunk-size", type=_positive, default=None,
+                   help="images per cache file and per torchrun share (default 64)")
     c.set_defaults(func=cmd_score)
 
     t = sub.add_parser("report", help="Markdown tables beside the paper and plots")

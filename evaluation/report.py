@@ -65,6 +65,9 @@ def markdown_table(rows: list[dict]) -> str:
                 r = val.get((d, m, meth, name))
                 cells.append(_fmt(r["value"], digits) if r else "–")
                 n = str(r["n_images"]) if r else n
+            missing = val.get((d, m, meth, "n_missing"))
+            if missing and missing["value"]:  # scored with --allow-missing: say what was left out
+                n += f" ({missing['value']:.0f} missing)"
         lines.append("| " + " | ".join(cells + [n]) + " |")
     return "\n".join(lines)
 

@@ -6,13 +6,18 @@ of the prediction and the ground truth. Totals and the official mask-area bins (
 the summary scores ``lpips_fid100_f1`` / ``ssim_fid100_f1`` of ``saicinpainting/evaluation/evaluator.py``.
 
 Work is done in fixed chunks of samples cached on disk, so an interrupted run resumes, and under
-``torchrun`` each process scores every N-th chunk; the chunks meet through ``torch.distributed``.
+``torchrun`` each process scores every N-th chunk; the chunks meet through ``torch.distributed``. Each
+image's cached values are keyed by what they depend on (``sample_key``): a regenerated prediction, a
+re-made split or other metric options re-score exactly the images concerned.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,34 +91,47 @@ class Scorer:
         }
 
 
-def _prediction(pred_dir: Path, s: Sample) -> Path:
-    for ext in (".png", ".jpg", ".jpeg", ".webp"):
-        p = pred_dir / f"{s.name}{ext}"
-        if p.exists():
-            return p
-    raise EvaluationError(f"no prediction {s.name}.png in {pred_dir}; run `python -m evaluation predict` first")
+PRED_EXTS = (".png", ".jpg", ".jpeg", ".webp")
 
 
-def score_chunk(scorer: Scorer, samples: list[Sample], pred_dir: Path) -> dict[str, np.ndarray]:
+def find_predictions(samples: list[Sample], pred_dir: Path, allow_missing: bool = False) -> list[Path | None]:
+    """The prediction file of each sample (``None`` where missing). Missing ones are an error naming the
+    expected files, unless ``allow_missing``; a folder with none at all is always an error."""
+    if not pred_dir.is_dir():
+        raise EvaluationError(f"predictions folder {pred_dir} does not exist; run `python -m evaluation predict` "
+                              "first, or point --predictions at a folder of outputs named like the masks")
+    found: list[Path | None] = []
+    for s in samples:
+        found.append(next((p for p in (pred_dir / f"{s.name}{e}" for e in PRED_EXTS) if p.is_file()), None))
+    missing = [s.name for s, p in zip(samples, found, strict=True) if p is None]
+    if missing and (not allow_missing or len(missing) == len(samples)):
+        shown = ", ".join(f"{m}.png" for m in missing[:3]) + (", ..." if len(missing) > 3 else "")
+        hint = "" if len(missing) == len(samples) else "; or pass --allow-missing to score the rest"
+        raise EvaluationError(f"{len(missing)} of {len(samples)} predictions are missing in {pred_dir} (expected "
+                              f"{shown}: one file per mask, named like the mask, .png/.jpg/.webp); run `python -m "
+                              f"evaluation predict` for them{hint}")
+    return found
+
+
+def score_chunk(scorer: Scorer, samples: list[Sample], preds: list[Path]) -> dict[str, np.ndarray]:
     """Per-image values of one chunk of samples."""
     parts: list[dict[str, np.ndarray]] = []
     areas = []
     bs = scorer.opts.batch_size
     for i in range(0, len(samples), bs):
-        group = samples[i: i + bs]
-        targets, preds = [], []
-        for s in group:
-            rgb, pred = read_rgb(s.image), read_rgb(_prediction(pred_dir, s))
+        targets, images = [], []
+        for s, p in zip(samples[i: i + bs], preds[i: i + bs], strict=True):
+            rgb, pred = read_rgb(s.image), read_rgb(p)
             if pred.shape != rgb.shape:
                 raise EvaluationError(f"prediction for {s.name} is {pred.shape[1]}x{pred.shape[0]}, the image "
                                       f"{rgb.shape[1]}x{rgb.shape[0]}")
             targets.append(rgb)
-            preds.append(pred)
+            images.append(pred)
             areas.append(read_mask(s.mask).mean())
         if len({t.shape for t in targets}) == 1:
-            parts.append(scorer.batch(_to_t(preds), _to_t(targets)))
+            parts.append(scorer.batch(_to_t(images), _to_t(targets)))
         else:  # mixed sizes: one at a time
-            for p, t in zip(preds, targets, strict=True):
+            for p, t in zip(images, targets, strict=True):
                 parts.append(scorer.batch(_to_t([p]), _to_t([t])))
     out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     out["area"] = np.asarray(areas, dtype=np.float64)
@@ -132,36 +150,102 @@ def _save_npz(path: Path, data: dict[str, np.ndarray]) -> None:
     os.replace(tmp, path)
 
 
-def collect(split: Path, pred_dir: Path, cache_dir: Path, opts: ScoreOptions, rank: int = 0, world: int = 1,
-            progress: bool = True) -> dict[str, np.ndarray]:
-    """Per-image values of the whole split, computed chunk by chunk (cached), gathered across ranks."""
+#: Bumped whenever what is cached, or how it is computed, changes: older cache files are then ignored.
+CACHE_VERSION = 2
+
+
+def _stat(path: Path) -> str:
+    st = path.stat()
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def sample_key(s: Sample, pred: Path, opts: ScoreOptions) -> str:
+    """What one image's values depend on: the cache format, the metric options, and the name, size and
+    modification time of its ground truth, mask and prediction. Any change re-scores that image."""
+    parts = [f"v{CACHE_VERSION}", opts.fid_resize, opts.ssim_variant, opts.lpips_net, s.name,
+             _stat(s.image), _stat(s.mask), pred.name, _stat(pred)]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def _score_cached(get_scorer: Callable[[], Scorer], opts: ScoreOptions, samples: list[Sample], preds: list[Path],
+                  path: Path, counts: dict[str, int]) -> dict[str, np.ndarray]:
+    """Values of one chunk: rows whose key matches the cache file are read, the others scored; the file is
+    rewritten (atomically) when anything was scored."""
+    keys = [sample_key(s, p, opts) for s, p in zip(samples, preds, strict=True)]
+    cached: dict[str, int] = {}
+    old: dict[str, np.ndarray] = {}
+    if path.exists():
+        try:
+            with np.load(path) as z:
+                old = {k: z[k] for k in z.files}
+            cached = {k: i for i, k in enumerate(old["keys"].tolist())}
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # a damaged file is scored again
+            old, cached = {}, {}
+    todo = [i for i, k in enumerate(keys) if k not in cached]
+    new: dict[str, np.ndarray] = {}
+    if todo:
+        new = score_chunk(get_scorer(), [samples[i] for i in todo], [preds[i] for i in todo])
+    pos = {i: j for j, i in enumerate(todo)}
+    fields = [k for k in (new or old) if k != "keys"]
+    data = {f: np.stack([new[f][pos[i]] if i in pos else old[f][cached[k]] for i, k in enumerate(keys)])
+            for f in fields}
+    data["keys"] = np.asarray(keys)
+    counts["scored"] += len(todo)
+    counts["cached"] += len(keys) - len(todo)
+    if todo:
+        _save_npz(path, data)
+    return data
+
+
+def cache_dir(out: Path, dataset: str, mask_set: str, method: str, opts: ScoreOptions) -> Path:
+    """Where ``score --out OUT`` keeps the per-image values of one run (one folder per labels and options)."""
+    return out / "cache" / f"{dataset}__{mask_set}__{method}__{opts.fid_resize}_{opts.ssim_variant}_{opts.lpips_net}"
+
+
+def collect(split: Path, pred_dir: Path, cache: Path, opts: ScoreOptions, rank: int = 0, world: int = 1,
+            progress: bool = True, allow_missing: bool = False,
+            chunk_size: int = CHUNK) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """Per-image values of the whole split, computed chunk by chunk, gathered across ranks.
+
+    Returns the values (samples without a prediction left out, under ``allow_missing``) and the counts
+    ``scored`` / ``cached`` / ``missing`` over all ranks. Every rank checks the whole folder first, so a
+    missing prediction stops all of them before anything is scored or written.
+    """
     from tqdm import tqdm
 
     samples = list_samples(split)
-    chunks = [samples[i: i + CHUNK] for i in range(0, len(samples), CHUNK)]
-    mine = list(range(rank, len(chunks), world))
+    preds = find_predictions(samples, pred_dir, allow_missing)
+    pairs = list(zip(samples, preds, strict=True))
+    # chunks over the whole split, so that a chunk's cache file means the same samples whatever is missing
+    chunks = [[(s, p) for s, p in pairs[i: i + chunk_size] if p is not None]
+              for i in range(0, len(pairs), chunk_size)]
     scorer: Scorer | None = None
-    local: dict[int, dict[str, np.ndarray]] = {}
-    for ci in tqdm(mine, desc="score", unit="chunk", disable=not progress):
-        path = cache_dir / f"chunk{ci:05d}_{len(chunks[ci])}.npz"
-        if path.exists():
-            with np.load(path) as z:
-                data = {k: z[k] for k in z.files}
-            if list(data["names"]) == [s.name for s in chunks[ci]]:
-                local[ci] = data
-                continue
+
+    def get_scorer() -> Scorer:  # the networks load only when something needs scoring
+        nonlocal scorer
         scorer = scorer or Scorer(opts)
-        local[ci] = score_chunk(scorer, chunks[ci], pred_dir)
-        _save_npz(path, local[ci])
+        return scorer
+
+    counts = {"scored": 0, "cached": 0, "missing": preds.count(None)}
+    local: dict[int, dict[str, np.ndarray] | None] = {}
+    for ci in tqdm(range(rank, len(chunks), world), desc="score", unit="chunk", disable=not progress):
+        group = chunks[ci]
+        path = cache / f"v{CACHE_VERSION}-chunk{chunk_size}-{ci:05d}.npz"
+        local[ci] = _score_cached(get_scorer, opts, [s for s, _ in group], [p for _, p in group], path, counts) \
+            if group else None
     if world > 1:
         import torch.distributed as dist
 
-        gathered: list[dict[int, dict[str, np.ndarray]] | None] = [None] * world
-        dist.all_gather_object(gathered, local)
-        for part in gathered:
-            local.update(part or {})
-    ordered = [local[ci] for ci in range(len(chunks))]
-    return {k: np.concatenate([c[k] for c in ordered]) for k in ordered[0]}
+        gathered: list[tuple[dict, dict] | None] = [None] * world
+        dist.all_gather_object(gathered, (local, counts))
+        counts = {"scored": 0, "cached": 0, "missing": counts["missing"]}
+        for part, c in gathered:
+            local.update(part)
+            counts["scored"] += c["scored"]
+            counts["cached"] += c["cached"]
+    ordered = [local[ci] for ci in range(len(chunks)) if local[ci] is not None]
+    values = {k: np.concatenate([c[k] for c in ordered]) for k in ordered[0] if k != "keys"}
+    return values, counts
 
 
 def aggregate(values: dict[str, np.ndarray], n_bins: int = N_BINS) -> list[dict]:
