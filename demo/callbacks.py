@@ -7,6 +7,7 @@ Every user mistake becomes a ``UserInputError`` with a message for the person; t
 from __future__ import annotations
 
 import os
+import secrets
 import tempfile
 import time
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from lama.io import atomic_write
 
 from .backend import Backend, Settings
 
@@ -141,11 +144,9 @@ def save_result(rgb: np.ndarray, folder: str | os.PathLike | None = None) -> str
                 old.unlink()
         except OSError:
             pass
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=folder)
-    os.close(fd)
-    Image.fromarray(rgb).save(tmp, format="PNG", compress_level=1)  # fast; still lossless
-    final = Path(tmp).with_name("inpainted-" + Path(tmp).name.removeprefix("tmp"))
-    os.replace(tmp, final)
+    final = folder / f"inpainted-{secrets.token_hex(8)}.png"
+    with atomic_write(final) as f:
+        Image.fromarray(rgb).save(f, format="PNG", compress_level=1)  # fast; still lossless
     return str(final)
 
 

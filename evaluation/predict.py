@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from lama.dist import shard
+from lama.io import atomic_write, read_mask, read_rgb
+
+from .errors import EvaluationError
+
 #: Classical baselines, by name. Radius 3 is OpenCV's documented example value (and IOPaint's).
 BASELINES = ("telea", "ns", "biharmonic")
-
-
-class EvaluationError(Exception):
-    """A problem with the user's folders, files or options; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -46,17 +47,6 @@ def list_samples(split: Path) -> list[Sample]:
     if not samples:
         raise EvaluationError(f"no masks (*_mask*.png) in {split}; make a split with `python -m evaluation prepare`")
     return samples
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
-
-
-def read_mask(path: Path) -> np.ndarray:
-    """Boolean HxW, True = hole (the official evaluator binarises L/255 masks at > 0.5 too)."""
-    with Image.open(path) as im:
-        return np.asarray(im.convert("L")) > 127
 
 
 def classical(method: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
@@ -85,15 +75,8 @@ def classical(method: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
 
 
 def _save(rgb: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(rgb).save(tmp, format="PNG")
-    os.replace(tmp, path)
-
-
-def shard(items: list, rank: int, world: int) -> list:
-    """Round-robin share of one process in a ``torchrun`` job."""
-    return items[rank::world]
+    with atomic_write(path) as f:
+        Image.fromarray(rgb).save(f, format="PNG")
 
 
 def predict_split(split: Path, out: Path, method: str | None = None, model: str | None = None,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .predict import EvaluationError, Sample, list_samples, read_mask, read_rgb
+from lama.dist import gather_objects
+from lama.io import IMAGE_EXTS, atomic_write, read_mask, read_rgb
+
+from .predict import EvaluationError, Sample, list_samples
 
 N_BINS = 10
 CHUNK = 64
@@ -91,7 +93,8 @@ class Scorer:
         }
 
 
-PRED_EXTS = (".png", ".jpg", ".jpeg", ".webp")
+#: Where a prediction is looked for, PNG (what `predict` writes) first.
+PRED_EXTS = (".png", *sorted(IMAGE_EXTS - {".png"}))
 
 
 def find_predictions(samples: list[Sample], pred_dir: Path, allow_missing: bool = False) -> list[Path | None]:
@@ -108,8 +111,8 @@ def find_predictions(samples: list[Sample], pred_dir: Path, allow_missing: bool 
         shown = ", ".join(f"{m}.png" for m in missing[:3]) + (", ..." if len(missing) > 3 else "")
         hint = "" if len(missing) == len(samples) else "; or pass --allow-missing to score the rest"
         raise EvaluationError(f"{len(missing)} of {len(samples)} predictions are missing in {pred_dir} (expected "
-                              f"{shown}: one file per mask, named like the mask, .png/.jpg/.webp); run `python -m "
-                              f"evaluation predict` for them{hint}")
+                              f"{shown}: one image per mask, named like the mask); run `python -m evaluation "
+                              f"predict` for them{hint}")
     return found
 
 
@@ -141,13 +144,6 @@ def score_chunk(scorer: Scorer, samples: list[Sample], preds: list[Path]) -> dic
 
 def _to_t(arrays: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
-
-
-def _save_npz(path: Path, data: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(tmp, **data)
-    os.replace(tmp, path)
 
 
 #: Bumped whenever what is cached, or how it is computed, changes: older cache files are then ignored.
@@ -193,7 +189,8 @@ def _score_cached(get_scorer: Callable[[], Scorer], opts: ScoreOptions, samples:
     counts["scored"] += len(todo)
     counts["cached"] += len(keys) - len(todo)
     if todo:
-        _save_npz(path, data)
+        with atomic_write(path) as f:
+            np.savez(f, **data)
     return data
 
 
@@ -234,10 +231,7 @@ def collect(split: Path, pred_dir: Path, cache: Path, opts: ScoreOptions, rank: 
         local[ci] = _score_cached(get_scorer, opts, [s for s, _ in group], [p for _, p in group], path, counts) \
             if group else None
     if world > 1:
-        import torch.distributed as dist
-
-        gathered: list[tuple[dict, dict] | None] = [None] * world
-        dist.all_gather_object(gathered, (local, counts))
+        gathered = gather_objects((local, counts))
         counts = {"scored": 0, "cached": 0, "missing": counts["missing"]}
         for part, c in gathered:
             local.update(part)

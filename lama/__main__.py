@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import LamaError
+from .io import IMAGE_EXTS
 
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 _MASK_NAME = re.compile(r"^(?P<stem>.+)_mask\d*$")
 
 

@@ -344,17 +344,16 @@ def _load_generator(source: str | os.PathLike | None, preset: str | None) -> Loa
 
 def save_safetensors(loaded: LoadedGenerator, out: str | os.PathLike) -> Path:
     """Write generator-only safetensors with the config in its metadata (atomically)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
+
+    from .io import atomic_write
 
     out = Path(out)
     sd = {k: v.detach().contiguous().cpu() for k, v in loaded.generator.state_dict().items()}
     meta = {"format": SAFETENSORS_FORMAT, "lama_config": json.dumps(loaded.config), "source": loaded.source}
-    tmp = out.with_name(out.name + ".tmp")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        save_file(sd, str(tmp), metadata=meta)
-        os.replace(tmp, out)
+        with atomic_write(out) as f:
+            f.write(save(sd, metadata=meta))
     except Exception as e:  # OSError, SafetensorError: unwritable place, full disk
-        tmp.unlink(missing_ok=True)
         raise LamaError(f"cannot write {out}: {e}") from e
     return out

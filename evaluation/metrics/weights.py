@@ -27,7 +27,6 @@ import contextlib
 import importlib.util
 import os
 import pickle
-import tempfile
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -188,18 +187,10 @@ def _source_file(name: str) -> Path | None:
 
 def _atomic_save(state: dict, path: Path) -> None:
     """Write next to the target and rename, so that a crash or a concurrent reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    from lama.io import atomic_write
+
+    with atomic_write(path) as f:
+        torch.save(state, f)
 
 
 def _nan_like(shape: torch.Size) -> torch.Tensor:
