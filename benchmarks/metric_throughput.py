@@ -47,8 +47,8 @@ def main() -> None:
     import scipy.linalg
     import torch
 
-    from evaluation.metrics.fid import InceptionFeatures, frechet_distance
-    from evaluation.metrics.lpips_metric import LPIPS
+    from lama.metrics.fid import InceptionFeatures, frechet_distance
+    from lama.metrics.lpips_metric import LPIPSDistance as LPIPS
 
     load_at_start = os.getloadavg()
     g = torch.Generator().manual_seed(0)

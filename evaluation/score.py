@@ -68,28 +68,27 @@ class ScoreOptions:
 
 
 class Scorer:
-    """The metric networks, loaded once (real weights only: see ``evaluation.metrics.weights``)."""
+    """The ``lama.metrics`` objects, loaded once (real weights only: see ``lama.metrics.weights``); their per-image
+    values, which the cache keeps and the mask-area bins need."""
 
     def __init__(self, opts: ScoreOptions):
-        from .metrics.fid import InceptionFeatures
-        from .metrics.lpips_metric import LPIPS
+        from lama.metrics import FID, LPIPS, PSNR, SSIM
 
         self.opts = opts
-        self.inception = InceptionFeatures(resize=opts.fid_resize).to(opts.device).eval()
+        self.fid = FID(resize=opts.fid_resize).to(opts.device).eval()
         self.lpips = LPIPS(net=opts.lpips_net).to(opts.device).eval()
+        self.ssim, self.psnr = SSIM(variant=opts.ssim_variant), PSNR()
 
     @torch.inference_mode()
     def batch(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, np.ndarray]:
-        from .metrics.ssim import psnr, ssim
-
         dev = self.opts.device
         pred, target = pred.to(dev), target.to(dev)
         return {
-            "ssim": ssim(pred, target, self.opts.ssim_variant).double().cpu().numpy(),
-            "psnr": psnr(pred, target).double().cpu().numpy(),
-            "lpips": self.lpips(pred, target).reshape(-1).double().cpu().numpy(),
-            "feat_pred": self.inception(pred).double().cpu().numpy(),
-            "feat_real": self.inception(target).double().cpu().numpy(),
+            "ssim": self.ssim.values_of(pred, target).double().cpu().numpy(),
+            "psnr": self.psnr.values_of(pred, target).double().cpu().numpy(),
+            "lpips": self.lpips.values_of(pred, target).reshape(-1).double().cpu().numpy(),
+            "feat_pred": self.fid.features(pred).cpu().numpy(),
+            "feat_real": self.fid.features(target).cpu().numpy(),
         }
 
 
@@ -244,7 +243,7 @@ def collect(split: Path, pred_dir: Path, cache: Path, opts: ScoreOptions, rank: 
 
 def aggregate(values: dict[str, np.ndarray], n_bins: int = N_BINS) -> list[dict]:
     """Totals and per-bin rows ``{bin, metric, value, n_images}`` from per-image values."""
-    from .metrics.fid import fid_from_features
+    from lama.metrics.fid import fid_from_features
 
     rows = []
     bins = area_bins(values["area"], n_bins)

@@ -22,7 +22,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+from lama.io import IMAGE_EXTS, atomic_write
+
+from .errors import EvaluationError
+
 MAX_ATTEMPTS = 10  # the official tool retries an image this many times before giving up
 
 #: Real photos that ship inside installed packages: the offline sample split (licences in README).
@@ -43,7 +46,7 @@ DATASETS = {
 }
 
 
-class SplitError(Exception):
+class SplitError(EvaluationError):
     """A problem with the user's folders or files for a split."""
 
 
@@ -60,9 +63,8 @@ def list_images(folder: Path) -> list[Path]:
 
 
 def _save_png(img: Image.Image, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        img.save(f, format="PNG")
 
 
 def resize_short_side(image: Image.Image, size: int, small_mode: str = "drop") -> Image.Image | None:
@@ -115,8 +117,7 @@ def prepare_one(job: PrepareJob, mask_factory: Callable | None = None) -> str:
     w, h = image.size
     for _ in range(MAX_ATTEMPTS):
         pairs = []
-        masks = gen.get_masks(np.asarray(image), rng) if getattr(gen, "needs_image", False) \
-            else gen.get_masks(h, w, rng)
+        masks = gen.get_masks(h, w, rng, image=np.asarray(image))  # random kinds ignore the photo
         for mask in masks:
             crop_img = image
             if crop_cfg.get("out_square_crop", True):
@@ -152,10 +153,11 @@ def prepare_split(preset: str, images: Path, out: Path, seed: int = 0, jobs: int
     """Run the recipe over every image under ``images``; returns counts and the errors."""
     from tqdm import tqdm
 
-    from lama.masks import DATA_GEN_PRESETS
+    from lama.masks import DATA_GEN_PRESETS, TRAIN_PRESETS
 
-    if preset not in DATA_GEN_PRESETS:
-        raise SplitError(f"unknown preset {preset!r}; known: {', '.join(sorted(DATA_GEN_PRESETS))}")
+    if preset not in DATA_GEN_PRESETS:  # training presets have no crop/filter recipe: evaluation splits only
+        kind = "training-only (not evaluation)" if preset in TRAIN_PRESETS else "unknown"
+        raise SplitError(f"{kind} preset {preset!r}; known: {', '.join(sorted(DATA_GEN_PRESETS))}")
     files = list_images(images)
     if not files:
         raise SplitError(f"no images ({', '.join(sorted(IMAGE_EXTS))}) under {images}")

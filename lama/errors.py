@@ -3,3 +3,7 @@
 
 class LamaError(Exception):
     """A problem with the user's input or files; the message says what to do about it."""
+
+
+class MetricWeightsError(LamaError):
+    """Metric weights are missing, broken or not the trained ones; the message says what to do."""

@@ -161,6 +161,35 @@ class RestrictedUnpickler(pickle._Unpickler):
     dispatch[pickle.BUILD[0]] = load_build
 
 
+class AllowListUnpickler(pickle.Unpickler):
+    """Rebuilds only the globals in ``allowed`` ((module, name) -> object); any other one is refused before it
+    is imported. For files that hold plain data of a known kind (see :func:`load_numpy_pickle`)."""
+
+    def __init__(self, file: Any, allowed: dict[tuple[str, str], Any]) -> None:
+        super().__init__(file)
+        self.allowed = allowed
+
+    def find_class(self, module: str, name: str) -> Any:  # noqa: D102
+        if (module, name) not in self.allowed:
+            raise UnsafePickleError(f"refusing to load {module}.{name} from a data file")
+        return self.allowed[(module, name)]
+
+
+def load_numpy_pickle(path) -> Any:
+    """A pickle of numpy arrays in plain containers (no code runs from the file)."""
+    import numpy as np
+
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    allowed = {("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+               ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+               ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    with open(path, "rb") as f:
+        return AllowListUnpickler(f, allowed).load()
+
+
 class _PickleModule:
     """Stand-in for the ``pickle`` module, passed to ``torch.load(pickle_module=...)``."""
 

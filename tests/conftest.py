@@ -1,5 +1,6 @@
 """Shared fixtures: small random-weight generators and the official reference checkpoint."""
 
+import contextlib
 import urllib.error
 from pathlib import Path
 
@@ -35,6 +36,18 @@ SMALL_GENERATOR = {
     "downsample_conv_kwargs": {"ratio_gin": 0, "ratio_gout": 0, "enable_lfu": False},
     "resnet_conv_kwargs": {"ratio_gin": 0.75, "ratio_gout": 0.75, "enable_lfu": False},
 }
+
+
+@contextlib.contextmanager
+def hub_dir(path: Path):
+    """Point the torch hub cache at ``path`` (tests only: the stock loaders of pytorch-fid and lpips, reading the
+    same files through the hub cache, are the independent reference for the metrics' direct loading)."""
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(path))
+    try:
+        yield
+    finally:
+        torch.hub.set_dir(old)
 
 
 def _no_download(*args, **kwargs):

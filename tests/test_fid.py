@@ -10,10 +10,11 @@ import pytest
 import scipy.linalg
 import torch
 import torch.nn.functional as F
+from conftest import hub_dir
 from PIL import Image
 
-from evaluation.metrics import weights as mw
-from evaluation.metrics.fid import (
+from lama.metrics import weights as mw
+from lama.metrics.fid import (
     InceptionFeatures,
     fid_from_features,
     frechet_distance,
@@ -113,7 +114,7 @@ def test_fid_needs_two_samples():
 def test_features_equal_fid_helper_torchscript_on_real_photos(features):
     photos = real_photos()
     assert len(photos) >= 4
-    script = mw.load_fid_helper(mw._source_file("inception"))
+    script = mw.load_fid_helper(mw.source_file("inception"))
     with torch.no_grad():
         ours = torch.cat([features(img) for img in photos])  # each at its own size
         ref = script(torch.cat([F.interpolate(img, size=(299, 299), mode="bilinear", align_corners=False) * 2 - 1
@@ -127,9 +128,9 @@ def test_lama_protocol_equals_pytorch_fid_own_input_path(features):
     # pytorch-fid's InceptionV3(resize_input=True, normalize_input=True) is the code LaMa's evaluator copied.
     from pytorch_fid.inception import InceptionV3
 
-    from evaluation.metrics.weights import hub_dir_for, provision_metric_weights
+    from lama.metrics.weights import provision_metric_weights
 
-    with hub_dir_for(provision_metric_weights(["inception"])["inception"]):
+    with hub_dir(provision_metric_weights(["inception"])["inception"].parent.parent):
         reference = InceptionV3([3]).eval()
     img = torch.cat([F.interpolate(p, size=(200, 330), mode="bilinear") for p in real_photos()[:3]])
     with torch.no_grad():

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import hub_dir
 from PIL import Image
 
-from evaluation.metrics.lpips_metric import LPIPS
+from lama.metrics.lpips_metric import LPIPSDistance as LPIPS
 
 EXAMPLES = Path(__file__).parent / "data" / "lpips_examples"
 
@@ -36,11 +37,11 @@ def examples() -> dict[str, torch.Tensor]:
 def package_lpips(net: str):
     import lpips
 
-    from evaluation.metrics.weights import hub_dir_for, provision_metric_weights
+    from lama.metrics.weights import provision_metric_weights
 
     trunk = {"vgg": "vgg16", "alex": "alexnet"}[net]
     path = provision_metric_weights([trunk])[trunk]  # the same files, read by the package's own loader
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), hub_dir_for(path):
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), hub_dir(path.parent.parent):
         warnings.simplefilter("ignore")
         return lpips.LPIPS(net=net, version="0.1").eval()
 

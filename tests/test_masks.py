@@ -12,6 +12,8 @@ from conftest import DATA
 
 from lama import LamaError
 from lama import masks as M
+from lama.masks import random as masks_random
+from lama.masks.segmentation import _countless, _resize_nearest
 
 REFERENCE = json.loads((DATA / "mask_reference" / "coverage.json").read_text())
 N_DRAWS = 2000
@@ -61,6 +63,60 @@ def test_presets_are_the_official_yaml_values():
 def test_unknown_preset_is_a_clear_error():
     with pytest.raises(LamaError, match="random_thick_512"):
         M.make_mask_generator("random_huge")
+
+
+# ---------------------------------------------------------------------------------------------
+# Training preset: configs/training/data/abl-04-256-mh-dist.yaml (big-lama, lama-fourier)
+
+
+def test_training_preset_is_the_official_yaml_and_kept_apart_from_evaluation():
+    kw = M.TRAIN_PRESETS["train_random"]["mask_generator_kwargs"]
+    assert kw["irregular_kwargs"] == dict(max_angle=4, max_len=200, max_width=100, min_times=1, max_times=5)
+    assert kw["box_kwargs"] == dict(margin=10, bbox_min_size=30, bbox_max_size=150, min_times=1, max_times=4)
+    assert (kw["irregular_proba"], kw["box_proba"], kw["segm_proba"], kw["squares_proba"]) == (1, 1, 0, 0)
+    assert M.TRAIN_PRESETS["train_random"]["out_size"] == 256
+    # listed apart: evaluation recipes stay the official data_gen set, every name is tagged with its purpose
+    assert "train_random" not in M.DATA_GEN_PRESETS and "train_random" not in M.RANDOM_PRESETS
+    assert {k: v["purpose"] for k, v in M.MASK_PRESETS.items()} == {
+        **{k: "evaluation" for k in M.DATA_GEN_PRESETS}, "train_random": "training"}
+    gen = M.make_mask_generator("train_random")
+    assert isinstance(gen, M.MixedMaskGenerator) and gen.variants_n == 1  # one mask per training crop
+    assert gen.probas.tolist() == [0.5, 0.5]  # both probas 1, renormalised: strokes and boxes alike
+    irregular, box = gen.gens
+    assert (irregular.max_len, irregular.max_width, irregular.min_times, irregular.max_times) == (200, 100, 1, 5)
+    assert (box.margin, box.bbox_min_size, box.bbox_max_size, box.min_times, box.max_times) == (10, 30, 150, 1, 4)
+
+
+def test_training_masks_are_never_empty_half_boxes_and_of_plausible_coverage():
+    gen = M.make_mask_generator("train_random")
+    calls = [0, 0]
+
+    def counting(i, inner):
+        def draw(*args, **kwargs):
+            calls[i] += 1
+            return inner(*args, **kwargs)
+        return draw
+
+    gen.gens = [counting(i, g) for i, g in enumerate(gen.gens)]
+    rng = np.random.default_rng(0)
+    cov = np.array([gen(256, 256, rng).mean() for _ in range(N_DRAWS)])
+    assert cov.min() > 0 and cov.max() < 1  # min_times 1 for both kinds: every mask has a hole
+    assert 0.45 < calls[1] / N_DRAWS < 0.55  # the box share
+    # measured on 2000 draws: mean 0.346, median 0.317, q05 0.076, q95 0.722, 22.6 % above half
+    assert 0.31 < cov.mean() < 0.38 and 0.28 < np.median(cov) < 0.36
+    assert 0.04 < np.quantile(cov, 0.05) < 0.11 and 0.66 < np.quantile(cov, 0.95) < 0.78
+    assert 0.18 < (cov > 0.5).mean() < 0.27
+
+
+def test_training_preset_is_seeded():
+    gen = M.make_mask_generator("train_random")
+    a = [m for _ in range(8) for m in gen.get_masks(256, 256, np.random.default_rng(0))]
+    rng = np.random.default_rng(0)
+    b = [m for _ in range(8) for m in gen.get_masks(256, 256, rng)]
+    assert len(gen.get_masks(256, 256, np.random.default_rng(0))) == 1
+    assert all(x.tobytes() == a[0].tobytes() for x in a)  # a fresh seed 0 each time: the same mask
+    assert len({m.tobytes() for m in b}) == 8  # one generator: independent draws
+    assert hashlib.sha256(b"".join(m.tobytes() for m in b)).hexdigest()[:16] == "53d0dcdf6368c0cd"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,7 +229,7 @@ def test_stroke_count_reaches_max_times_plus_one(monkeypatch):
         seen.update(kw)
         return np.zeros((height, width), np.float32)
 
-    monkeypatch.setattr(M, "make_random_irregular_mask", spy)
+    monkeypatch.setattr(masks_random, "make_random_irregular_mask", spy)  # where the generators look it up
     M.make_mask_generator("random_thin_256")(64, 64, np.random.default_rng(0))
     assert seen == {"max_angle": 4, "max_len": 40, "max_width": 10, "min_times": 4, "max_times": 51}
     monkeypatch.undo()
@@ -282,7 +338,7 @@ def test_segm_masks_are_moved_object_shapes():
     shapes = {name: _tight(m)[0] for m, name, _ in seg.instances[:2]}
     seen = set()
     for seed in range(10):
-        masks = gen.get_masks(_image(), np.random.default_rng(seed))
+        masks = gen.get_masks(256, 256, np.random.default_rng(seed), image=_image())
         assert masks and len(masks) <= 2 * 3  # two movable objects, up to 3 placements each
         for m in masks:
             assert m.dtype == np.float32 and m.shape == (256, 256) and set(np.unique(m)) <= {0.0, 1.0}
@@ -308,7 +364,7 @@ def test_segm_flip_and_scale():
     l_shape = _tight(seg.instances[0][0])[0]
     kinds = set()
     for seed in range(15):
-        for m in gen.get_masks(_image(), np.random.default_rng(seed)):
+        for m in gen.get_masks(256, 256, np.random.default_rng(seed), image=_image()):
             crop, (y0, y1, x0, x1) = _tight(m > 0)
             if crop.shape == l_shape.shape and y0 > 0 and x0 > 0 and y1 < 255 and x1 < 255:
                 if np.array_equal(crop, l_shape):
@@ -320,7 +376,7 @@ def test_segm_flip_and_scale():
     gen = M.SegmentationMaskGenerator(seg, max_scale_change=0.25)
     areas = {"L": seg.instances[0][0].sum(), "square": seg.instances[1][0].sum()}
     for seed in range(10):
-        for m in gen.get_masks(_image(), np.random.default_rng(seed)):
+        for m in gen.get_masks(256, 256, np.random.default_rng(seed), image=_image()):
             a = (m > 0).sum()
             assert any(0.74 ** 2 * s * 0.5 <= a <= 1.26 ** 2 * s for s in areas.values())
 
@@ -328,14 +384,18 @@ def test_segm_flip_and_scale():
 def test_segm_is_seeded_and_lazy_about_the_segmenter():
     seg = FakeSegmenter()
     gen = M.make_mask_generator("segm_256", segmenter=seg)
-    assert isinstance(gen, M.SegmentationMaskGenerator) and gen.needs_image and seg.calls == 0
+    assert isinstance(gen, M.SegmentationMaskGenerator) and seg.calls == 0
+    with pytest.raises(LamaError, match="image="):  # it needs the photo (was: needs_image), and says so early
+        gen.get_masks(256, 256, np.random.default_rng(5))
+    assert seg.calls == 0
     assert gen.max_mask_intersection == 0.2 and gen.num_variants_per_mask == 3
-    a = gen.get_masks(_image(), np.random.default_rng(5))
-    b = gen.get_masks(_image(), np.random.default_rng(5))
+    a = gen.get_masks(256, 256, np.random.default_rng(5), image=_image())
+    b = gen.get_masks(256, 256, np.random.default_rng(5), image=_image())
     assert [m.tobytes() for m in a] == [m.tobytes() for m in b]
-    runs = {tuple(m.tobytes() for m in gen.get_masks(_image(), np.random.default_rng(s))) for s in range(6)}
+    runs = {tuple(m.tobytes() for m in gen.get_masks(256, 256, np.random.default_rng(s), image=_image()))
+            for s in range(6)}
     assert len(runs) > 1
-    one = gen(_image(), np.random.default_rng(0))
+    one = gen(256, 256, np.random.default_rng(0), image=_image())
     assert one is not None and one.shape == (256, 256)
 
 
@@ -347,16 +407,16 @@ def test_segm_filters_scores_labels_small_and_hidden_objects():
     gen = M.SegmentationMaskGenerator(seg)
     labels, things = gen.label_map(_image())
     assert len(things) == 4 and labels.max() == 4
-    for m in gen.get_masks(_image(), np.random.default_rng(0)):
+    for m in gen.get_masks(256, 256, np.random.default_rng(0), image=_image()):
         assert (m > 0).sum() > 0.05 * h * w
     # low scores are ignored
     seg_low = FakeSegmenter()
     seg_low.instances = [(mm, n, 0.3) for mm, n, _ in seg_low.instances]
-    assert M.SegmentationMaskGenerator(seg_low).get_masks(_image(), np.random.default_rng(0)) == []
+    assert M.SegmentationMaskGenerator(seg_low).get_masks(256, 256, np.random.default_rng(0), image=_image()) == []
     # labels outside thing_labels are never moved
     only_square = M.SegmentationMaskGenerator(FakeSegmenter(), thing_labels={"square", "band"},
                                               max_scale_change=0.0, horizontal_flip=False)
-    moved = only_square.get_masks(_image(), np.random.default_rng(0))
+    moved = only_square.get_masks(256, 256, np.random.default_rng(0), image=_image())
     assert moved
     for m in moved:
         crop, (y0, y1, x0, x1) = _tight(m > 0)
@@ -375,7 +435,7 @@ def test_segm_rigid_mode_keeps_masks_off_other_objects():
     gen = M.SegmentationMaskGenerator(seg, max_foreground_intersection=0.0, max_scale_change=0.0)
     others = [mm for mm, _, _ in seg.instances]
     for seed in range(5):
-        for m in gen.get_masks(_image(), np.random.default_rng(seed)):
+        for m in gen.get_masks(256, 256, np.random.default_rng(seed), image=_image()):
             for o in others:
                 assert (o & (m > 0)).sum() <= 0.1 * (m > 0).sum()  # coarse grid: a few border pixels at most
 
@@ -383,12 +443,12 @@ def test_segm_rigid_mode_keeps_masks_off_other_objects():
 def test_segm_non_square_and_bad_sizes():
     seg = FakeSegmenter(256, 384)
     seg.instances = [(_l_shape(256, 384, 30, 40, 130), "L", 0.9)]
-    masks = M.SegmentationMaskGenerator(seg).get_masks(_image(256, 384), np.random.default_rng(0))
+    masks = M.SegmentationMaskGenerator(seg).get_masks(256, 384, np.random.default_rng(0), image=_image(256, 384))
     assert masks and all(m.shape == (256, 384) for m in masks)
     small = FakeSegmenter(32, 32)
     small.instances = []
     with pytest.raises(ValueError, match="width"):
-        M.SegmentationMaskGenerator(small).get_masks(_image(32, 32), np.random.default_rng(0))
+        M.SegmentationMaskGenerator(small).get_masks(32, 32, np.random.default_rng(0), image=_image(32, 32))
 
 
 def test_countless_picks_the_repeated_label():
@@ -397,7 +457,7 @@ def test_countless_picks_the_repeated_label():
                        [6, 7, 0, 0, 1, 2],
                        [8, 7, 9, 9, 3, 4]])
     # per 2x2 block (a b / c d): a if a == b or a == c, else b if b == c, else d
-    assert M._countless(labels).tolist() == [[1, 3, 4], [7, 0, 4]]
+    assert _countless(labels).tolist() == [[1, 3, 4], [7, 0, 4]]
 
 
 def test_nearest_resize_matches_skimage_except_exact_ties():
@@ -413,7 +473,7 @@ def test_nearest_resize_matches_skimage_except_exact_ties():
         if any((2 * i + 1) * h % (2 * oh) == 0 for i in range(oh)) or \
                 any((2 * i + 1) * w % (2 * ow) == 0 for i in range(ow)):
             continue  # a pixel centre falls exactly between two source pixels: versions of skimage differ
-        assert np.array_equal(M._resize_nearest(a, oh, ow), ref)
+        assert np.array_equal(_resize_nearest(a, oh, ow), ref)
         checked += 1
     assert checked > 50
 
@@ -429,4 +489,43 @@ def test_default_segmenter_is_lazy_and_fails_clearly_offline(monkeypatch):
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
     with pytest.raises(LamaError, match="Mask R-CNN"):
-        gen.get_masks(_image(64, 64), np.random.default_rng(0))
+        gen.get_masks(64, 64, np.random.default_rng(0), image=_image(64, 64))
+
+
+# ---------------------------------------------------------------------------------------------
+# One protocol for every kind: gen(height, width, rng, image=None), get_masks(height, width, rng, image=None)
+
+
+@pytest.mark.parametrize("preset", [*M.RANDOM_PRESETS, *M.TRAIN_PRESETS])
+def test_random_kinds_ignore_the_image(preset):
+    gen = M.make_mask_generator(preset)
+    assert isinstance(gen, M.MaskGenerator)
+    h, w = 200, 300
+    photo = np.random.default_rng(1).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    with_image = gen.get_masks(h, w, np.random.default_rng(4), image=photo)
+    without = gen.get_masks(h, w, np.random.default_rng(4))
+    assert [m.tobytes() for m in with_image] == [m.tobytes() for m in without]
+    assert gen(h, w, np.random.default_rng(4), image=photo).tobytes() == \
+        gen(h, w, np.random.default_rng(4)).tobytes()
+
+
+def test_segmentation_requires_a_matching_image():
+    gen = M.make_mask_generator("segm_256", segmenter=FakeSegmenter())
+    assert isinstance(gen, M.MaskGenerator)
+    rng = np.random.default_rng(0)
+    for call in (gen, gen.get_masks):
+        with pytest.raises(LamaError, match="image="):
+            call(256, 256, rng)
+        with pytest.raises(LamaError, match="256x384"):
+            call(256, 256, rng, image=_image(256, 384))
+    with pytest.raises(ValueError, match="HxWx3"):
+        gen.get_masks(256, 256, rng, image=np.zeros((256, 256), np.uint8))
+
+
+def test_evaluation_splits_refuse_the_training_preset(tmp_path):
+    from evaluation.splits import SplitError, prepare_split
+
+    with pytest.raises(SplitError, match="training-only .*'train_random'"):
+        prepare_split("train_random", tmp_path, tmp_path / "out", progress=False)
+    with pytest.raises(SplitError, match="unknown preset 'random_huge'"):
+        prepare_split("random_huge", tmp_path, tmp_path / "out", progress=False)

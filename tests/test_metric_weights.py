@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import pickle
 import urllib.error
 from pathlib import Path
@@ -11,19 +10,10 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from conftest import hub_dir
 
-from evaluation.metrics import weights as mw
-from evaluation.metrics.weights import MetricWeightsError
-
-
-@contextlib.contextmanager
-def hub_dir(path: Path):
-    old = torch.hub.get_dir()
-    torch.hub.set_dir(str(path))
-    try:
-        yield
-    finally:
-        torch.hub.set_dir(old)
+from lama.errors import MetricWeightsError
+from lama.metrics import weights as mw
 
 
 def _no_download(*args, **kwargs):
@@ -89,10 +79,10 @@ def test_existing_file_is_used_as_is(tmp_path, monkeypatch):
 
 
 def test_without_sources_left_for_download_and_loading_fails_clearly(tmp_path, monkeypatch):
-    from evaluation.metrics.fid import InceptionFeatures
-    from evaluation.metrics.lpips_metric import LPIPS
+    from lama.metrics.fid import InceptionFeatures
+    from lama.metrics.lpips_metric import LPIPSDistance as LPIPS
 
-    monkeypatch.setattr(mw, "_source_file", lambda name: None)
+    monkeypatch.setattr(mw, "source_file", lambda name: None)
     monkeypatch.setenv("LAMA_METRIC_WEIGHTS_DIR", str(tmp_path / "converted"))
     with hub_dir(tmp_path):
         paths = mw.provision_metric_weights()
@@ -124,9 +114,9 @@ def test_wrong_kernel_layout_is_caught():
     rng = np.random.default_rng(0)
     kernel = rng.standard_normal((3, 3, 4, 5)).astype(np.float32)  # HWIO
     g = torch.Generator().manual_seed(0)
-    mw._check_conv_layout(kernel, torch.from_numpy(kernel.transpose(3, 2, 0, 1).copy()), g, "ok")
+    mw.check_conv_layout(kernel, torch.from_numpy(kernel.transpose(3, 2, 0, 1).copy()), g, "ok")
     with pytest.raises(MetricWeightsError, match="layout"):
-        mw._check_conv_layout(kernel, torch.from_numpy(kernel.transpose(3, 2, 1, 0).copy()), g, "swapped H/W")
+        mw.check_conv_layout(kernel, torch.from_numpy(kernel.transpose(3, 2, 1, 0).copy()), g, "swapped H/W")
 
 
 def test_weights_pickle_cannot_run_code(tmp_path):
@@ -137,4 +127,4 @@ def test_weights_pickle_cannot_run_code(tmp_path):
     path = tmp_path / "evil.ckpt"
     path.write_bytes(pickle.dumps({"AlexNet_0": Evil()}))
     with pytest.raises(MetricWeightsError, match="refusing"):
-        mw._load_numpy_pickle(path)
+        mw.read_source_pickle(path)

@@ -8,7 +8,7 @@ import torch
 from conftest import DATA
 from PIL import Image
 
-from evaluation.metrics.ssim import psnr, ssim, ssim_lama, ssim_map_lama
+from lama.metrics.ssim import psnr, ssim, ssim_lama, ssim_map_lama
 
 
 def _photo_pair():

@@ -9,12 +9,12 @@ import warnings
 import torch
 from torch import nn
 
-from .weights import MetricWeightsError, assert_pretrained, hub_dir_for, missing_weights_error, provision_metric_weights
+from .weights import assert_pretrained, load_state_dict
 
 _TRUNKS = {"vgg": "vgg16", "alex": "alexnet"}
 
 
-class LPIPS(nn.Module):
+class LPIPSDistance(nn.Module):
     """Per-image LPIPS distance: forward(img0, img1), both [B,3,H,W] in [0,1] -> [B] float32.
 
     A thin wrapper so that the result is exactly the ``lpips`` package's (``lpips.LPIPS(net, version='0.1')``
@@ -26,23 +26,22 @@ class LPIPS(nn.Module):
         if net not in _TRUNKS:
             raise ValueError(f"net must be one of {sorted(_TRUNKS)}, got {net!r}")
         self.net_name = net
-        path = provision_metric_weights((_TRUNKS[net],))[_TRUNKS[net]]
+        trunk = load_state_dict(_TRUNKS[net])
         import lpips
 
-        try:
-            # lpips prints its set-up and torchvision warns about its legacy ``pretrained=`` argument: both noise.
-            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), hub_dir_for(path):
-                warnings.simplefilter("ignore")
-                self.model = lpips.LPIPS(net=net, version="0.1", verbose=False)
-        except MetricWeightsError:
-            raise
-        except Exception as e:  # offline without the source packages, or a broken cached file
-            raise missing_weights_error(_TRUNKS[net], e) from e
+        # The trunk is built without weights (pnet_rand: no download) and torchvision's ``features.i`` tensors are
+        # loaded into lpips' slices, which keep the torchvision indices as module names. lpips prints its set-up
+        # and torchvision warns about its legacy ``pretrained=`` argument: both noise.
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            self.model = lpips.LPIPS(net=net, version="0.1", pnet_rand=True, verbose=False)
+        slices = {k: "features." + k.split(".", 1)[1] for k in self.model.net.state_dict()}
+        self.model.net.load_state_dict({k: trunk[v] for k, v in slices.items()})
         assert_pretrained(self.model.net, f"LPIPS {net} trunk")
         self.model.eval()
         self.model.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> LPIPS:
+    def train(self, mode: bool = True) -> LPIPSDistance:
         """Stays in eval mode: the linear layers' dropout must be off."""
         return super().train(False)
 

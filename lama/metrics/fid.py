@@ -8,14 +8,12 @@ the score by 0.3-2.8 points, so they are offered only under their own names (see
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .weights import MetricWeightsError, assert_pretrained, hub_dir_for, missing_weights_error, provision_metric_weights
+from .weights import assert_pretrained, fid_inception_skeleton, inception_pool3, load_state_dict
 
 INCEPTION_SIZE = 299
 
@@ -28,8 +26,8 @@ RESIZE_MODES = ("lama", "torchmetrics", "tf1")
 class InceptionFeatures(nn.Module):
     """[B,3,H,W] images in [0,1] at any size -> [B,2048] float32 pool3 features of the FID Inception.
 
-    The network and weights are pytorch-fid's own (``pytorch_fid.inception.InceptionV3``, loaded by its loader from
-    the torch hub cache, provisioned offline if need be); this module only chooses how the input reaches it.
+    The network is pytorch-fid's ``fid_inception_v3()`` (built from its own blocks) with pytorch-fid's weights file
+    (from the torch hub cache, provisioned offline if need be); this module only chooses how the input reaches it.
     """
 
     def __init__(self, resize: str = "lama") -> None:
@@ -37,18 +35,8 @@ class InceptionFeatures(nn.Module):
         if resize not in RESIZE_MODES:
             raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
         self.resize = resize
-        path = provision_metric_weights(("inception",))["inception"]
-        from pytorch_fid.inception import InceptionV3
-
-        try:
-            with warnings.catch_warnings(), hub_dir_for(path):
-                warnings.simplefilter("ignore")
-                self.net = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]], resize_input=False,
-                                       normalize_input=False)
-        except MetricWeightsError:
-            raise
-        except Exception as e:  # offline without the source packages, or a broken cached file
-            raise missing_weights_error("inception", e) from e
+        self.net = fid_inception_skeleton()
+        self.net.load_state_dict(load_state_dict("inception"))
         assert_pretrained(self.net, "FID Inception")
         self.net.eval()
         self.net.requires_grad_(False)
@@ -75,7 +63,7 @@ class InceptionFeatures(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         param = next(self.net.parameters())
         x = self.preprocess(images.to(param.device)).to(param.dtype)
-        return self.net(x)[0].flatten(1)
+        return inception_pool3(self.net, x)
 
 
 def resize_bilinear_tf1(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
