@@ -8,26 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
+from lama.dist import init_from_env, shutdown
+
 from .predict import BASELINES, EvaluationError
-from .splits import DATASETS, SplitError
-
-
-def _dist() -> tuple[int, int]:
-    """(rank, world size); initialises torch.distributed (gloo on CPU) when started by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    import torch
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), dist.get_world_size()
+from .splits import DATASETS
 
 
 def cmd_prepare(args) -> int:
@@ -59,7 +47,7 @@ def cmd_sample(args) -> int:
 def cmd_predict(args) -> int:
     from .predict import predict_split
 
-    rank, world = _dist()
+    rank, world = init_from_env()
     t = time.perf_counter()
     counts = predict_split(Path(args.split), Path(args.out), method=args.method, model=args.model,
                            batch_size=args.batch_size, device=args.device, rank=rank, world=world,
@@ -73,7 +61,7 @@ def cmd_score(args) -> int:
     from .report import write_results
     from .score import CHUNK, ScoreOptions, aggregate, cache_dir, collect, rename_variants
 
-    rank, world = _dist()
+    rank, world = init_from_env()
     opts = ScoreOptions(fid_resize=args.fid_resize, ssim_variant=args.ssim_variant, lpips_net=args.lpips_net,
                         batch_size=args.batch_size, device=args.device)
     out = Path(args.out)
@@ -111,7 +99,7 @@ def cmd_report(args) -> int:
                 raise EvaluationError(f"--predictions takes NAME=FOLDER, got {item!r}")
             preds[name] = Path(folder)
         grid = {"split": Path(args.split), "predictions": preds}
-    paths = write_report(Path(args.results), Path(args.out), grid=grid)
+    paths = write_report([Path(p) for p in args.results], Path(args.out), grid=grid)
     print("\n".join(str(p) for p in paths))
     return 0
 
@@ -176,7 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_score)
 
     t = sub.add_parser("report", help="Markdown tables beside the paper and plots")
-    t.add_argument("--results", required=True)
+    t.add_argument("--results", required=True, nargs="+", metavar="RESULTS_CSV",
+                   help="one or more results.csv files, combined in the order given; where two files have the "
+                        "same run (dataset, mask_set, method), the later file wins")
     t.add_argument("--out", required=True)
     t.add_argument("--split", help="for the qualitative grid")
     t.add_argument("--predictions", nargs="*", help="NAME=FOLDER for the qualitative grid")
@@ -190,27 +180,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from lama.errors import LamaError
 
-    from .metrics.weights import MetricWeightsError
 
     try:
         return args.func(args)
-    except (EvaluationError, SplitError, LamaError, MetricWeightsError) as e:
+    except (EvaluationError, LamaError) as e:  # MetricWeightsError is a LamaError
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
-        _close_dist()
-
-
-def _close_dist() -> None:
-    """Wait for every rank, then tear the group down: a rank that exits while another still works kills
-    gloo's threads ("terminate called without an active exception")."""
-    if "torch.distributed" not in sys.modules:
-        return
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+        shutdown()
 
 
 if __name__ == "__main__":
