@@ -38,9 +38,8 @@ class Backend:
 
     def _load(self) -> None:
         import lama
-        from lama.checkpoint import default_source
 
-        source = self.settings.model or default_source()
+        source = self.settings.model or lama.default_source()
         try:
             t = time.perf_counter()
             self.inpainter = lama.load_model(source, device=self.settings.device)
@@ -68,9 +67,8 @@ class Backend:
     def inpaint(self, rgb: np.ndarray, mask: np.ndarray, strategy: str = "crop") -> np.ndarray:
         """HxWx3 uint8 and HxW bool -> HxWx3 uint8; pixels outside the mask are returned unchanged."""
         if self.inpainter is None:
-            import cv2
+            from lama import inpaint_classical
 
-            filled = cv2.inpaint(np.ascontiguousarray(rgb), mask.astype(np.uint8) * 255, 3, cv2.INPAINT_TELEA)
-            return np.where(mask[..., None], filled, rgb)
+            return inpaint_classical(rgb, mask, "telea")
         with self._lock:  # torch already uses every core; parallel requests would only thrash
             return self.inpainter(rgb, mask, strategy=strategy)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from lama.io import atomic_write
+from lama import atomic_write
 
 from .backend import Backend, Settings
 
@@ -101,8 +101,7 @@ def scale_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
 def load_mask_file(path: str | os.PathLike, height: int, width: int) -> np.ndarray:
     """An uploaded mask (white or opaque = fill). A different size with the same shape is scaled;
     a different shape is refused."""
-    from lama.errors import LamaError
-    from lama.inpainter import read_mask
+    from lama import LamaError, read_mask
 
     try:
         with Image.open(path) as im:
@@ -120,7 +119,7 @@ def load_mask_file(path: str | os.PathLike, height: int, width: int) -> np.ndarr
 
 
 def dilate(mask: np.ndarray, pixels: int) -> np.ndarray:
-    from lama.inpainter import dilate_mask
+    from lama import dilate_mask
 
     return dilate_mask(mask, int(pixels))
 

@@ -178,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from lama.errors import LamaError
+    from lama import LamaError
 
 
     try:

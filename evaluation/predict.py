@@ -9,20 +9,19 @@ Methods from elsewhere are scored straight from a folder of their outputs in the
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from lama import CLASSICAL, Inpainter, atomic_write, inpaint_classical, read_mask, read_rgb, to_tensor
 from lama.dist import shard
-from lama.io import atomic_write, read_mask, read_rgb
 
 from .errors import EvaluationError
 
-#: Classical baselines, by name. Radius 3 is OpenCV's documented example value (and IOPaint's).
-BASELINES = ("telea", "ns", "biharmonic")
+#: Classical baselines, by name (``lama.classical``).
+BASELINES = CLASSICAL
 
 
 @dataclass(frozen=True)
@@ -49,31 +48,6 @@ def list_samples(split: Path) -> list[Sample]:
     return samples
 
 
-def classical(method: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """One of the classical baselines as ``f(rgb uint8, mask bool) -> rgb uint8``."""
-    if method in ("telea", "ns"):
-        import cv2
-
-        flag = cv2.INPAINT_TELEA if method == "telea" else cv2.INPAINT_NS
-
-        def run(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
-            return cv2.inpaint(rgb, mask.astype(np.uint8) * 255, 3, flag)
-
-        return run
-    if method == "biharmonic":
-        from skimage.restoration import inpaint_biharmonic
-
-        def run(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
-            if not mask.any():
-                return rgb.copy()
-            out = inpaint_biharmonic(rgb.astype(np.float64) / 255.0, mask, channel_axis=-1)
-            filled = np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
-            return np.where(mask[..., None], filled, rgb)
-
-        return run
-    raise EvaluationError(f"unknown method {method!r}; classical baselines: {', '.join(BASELINES)}")
-
-
 def _save(rgb: np.ndarray, path: Path) -> None:
     with atomic_write(path) as f:
         Image.fromarray(rgb).save(f, format="PNG")
@@ -92,9 +66,10 @@ def predict_split(split: Path, out: Path, method: str | None = None, model: str 
     counts = {"written": 0, "skipped": len(samples) - len(todo)}
     bar = tqdm(total=len(todo), desc=f"predict {model or method}", unit="img", disable=not progress)
     if method is not None:
-        run = classical(method)
+        if method not in BASELINES:
+            raise EvaluationError(f"unknown method {method!r}; classical baselines: {', '.join(BASELINES)}")
         for s in todo:
-            _save(run(read_rgb(s.image), read_mask(s.mask)), out / f"{s.name}.png")
+            _save(inpaint_classical(read_rgb(s.image), read_mask(s.mask), method), out / f"{s.name}.png")
             counts["written"] += 1
             bar.update()
         bar.close()
@@ -102,28 +77,16 @@ def predict_split(split: Path, out: Path, method: str | None = None, model: str 
 
     import torch
 
-    import lama
-    from lama.inpainter import composite_uint8
-
-    inpainter = lama.load_model(model, device=device)
-    i = 0
-    while i < len(todo):
-        # a batch holds consecutive samples of one size (the crops of a split share the preset's size)
-        first = read_rgb(todo[i].image)
-        batch = [(todo[i], first, read_mask(todo[i].mask))]
-        i += 1
-        while i < len(todo) and len(batch) < batch_size:
-            rgb = read_rgb(todo[i].image)
-            if rgb.shape != first.shape:
-                break
-            batch.append((todo[i], rgb, read_mask(todo[i].mask)))
-            i += 1
-        images = torch.from_numpy(np.stack([b[1] for b in batch])).permute(0, 3, 1, 2).float() / 255.0
-        masks = torch.from_numpy(np.stack([b[2] for b in batch]))[:, None].float()
-        pred = inpainter.predict_raw(images, masks)
-        for (s, rgb, m), p in zip(batch, pred, strict=True):
-            _save(composite_uint8(rgb, m, p), out / f"{s.name}.png")
+    inpainter = Inpainter.from_pretrained(model, device=device)
+    # a few batches' worth at a time: predict_batch groups them by size (a split's crops share one size)
+    for i in range(0, len(todo), batch_size * 8):
+        group = todo[i: i + batch_size * 8]
+        images = [to_tensor(read_rgb(s.image))[0] for s in group]
+        masks = [torch.from_numpy(read_mask(s.mask))[None].float() for s in group]
+        for s, result in zip(group, inpainter.predict_batch(images, masks, batch_size=batch_size, uint8=True),
+                             strict=True):
+            _save(result.permute(1, 2, 0).numpy(), out / f"{s.name}.png")
             counts["written"] += 1
-        bar.update(len(batch))
+        bar.update(len(group))
     bar.close()
     return counts

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lama.io import atomic_write
+from lama import atomic_write
 
 FIELDS = ("dataset", "mask_set", "method", "bin", "metric", "value", "n_images")
 RUN = ["dataset", "mask_set", "method"]  # one ``score`` run
@@ -234,7 +234,7 @@ def plot_grid(split: Path, predictions: dict[str, Path], out: Path, n: int = 4) 
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from lama.io import read_mask, read_rgb
+    from lama import read_mask, read_rgb
 
     from .predict import list_samples
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lama import IMAGE_EXTS, atomic_write, read_mask, read_rgb, to_tensor
 from lama.dist import gather_objects
-from lama.io import IMAGE_EXTS, atomic_write, read_mask, read_rgb
 
 from .predict import EvaluationError, Sample, list_samples
 
@@ -131,18 +131,14 @@ def score_chunk(scorer: Scorer, samples: list[Sample], preds: list[Path]) -> dic
             images.append(pred)
             areas.append(read_mask(s.mask).mean())
         if len({t.shape for t in targets}) == 1:
-            parts.append(scorer.batch(_to_t(images), _to_t(targets)))
+            parts.append(scorer.batch(to_tensor(images), to_tensor(targets)))
         else:  # mixed sizes: one at a time
             for p, t in zip(images, targets, strict=True):
-                parts.append(scorer.batch(_to_t([p]), _to_t([t])))
+                parts.append(scorer.batch(to_tensor(p), to_tensor(t)))
     out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     out["area"] = np.asarray(areas, dtype=np.float64)
     out["names"] = np.asarray([s.name for s in samples])
     return out
-
-
-def _to_t(arrays: list[np.ndarray]) -> torch.Tensor:
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
 
 
 #: Bumped whenever what is cached, or how it is computed, changes: older cache files are then ignored.

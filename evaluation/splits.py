@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lama.io import IMAGE_EXTS, atomic_write
+from lama import IMAGE_EXTS, atomic_write
 
 from .errors import EvaluationError
 

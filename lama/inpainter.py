@@ -9,6 +9,7 @@ the mask are copied from the input, so they come back bit-identical.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -129,11 +130,53 @@ class Inpainter:
         pred = net(x)[..., :h, :w].float()
         return pred.to(images.device)
 
-    def predict_batch(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """Composited result ``mask * pred + (1 - mask) * image`` for float images in [0, 1]."""
-        pred = self.predict_raw(images, masks)
-        m = (masks.to(pred.device) > 0.5).float()
-        return m * pred + (1 - m) * images.float()
+    @classmethod
+    def from_pretrained(cls, source: str | os.PathLike | None = None, **kwargs: Any) -> Inpainter:
+        """The diffusers-style name of :func:`load_model` (same arguments)."""
+        return load_model(source, **kwargs)
+
+    def predict_batch(self, images: torch.Tensor | Sequence[torch.Tensor], masks: torch.Tensor | Sequence[torch.Tensor],
+                      batch_size: int | None = None, uint8: bool = False) -> torch.Tensor | list[torch.Tensor]:
+        """Composited result ``mask * pred + (1 - mask) * image`` for float images in [0, 1].
+
+        ``images`` [B,3,H,W] and ``masks`` [B,1,H,W] give a [B,3,H,W] tensor; lists of [3,H,W] and [1,H,W]
+        tensors of any sizes give a list, in order (grouped by size to run). ``batch_size``: images per network
+        run (default: all of a size at once). ``uint8``: the official 8-bit result, masked pixels truncated as
+        the official ``predict.py`` does and every other pixel the input's own 8-bit value.
+        """
+        if isinstance(images, torch.Tensor):
+            return self._composite(images, masks, batch_size, uint8)
+        if len(images) != len(masks):
+            raise LamaError(f"got {len(images)} images but {len(masks)} masks")
+        by_size: dict[tuple[int, ...], list[int]] = {}
+        for i, (image, mask) in enumerate(zip(images, masks, strict=True)):
+            if image.ndim != 3 or mask.ndim != 3:
+                raise LamaError(f"list items must be [3,H,W] images and [1,H,W] masks; item {i} is "
+                                f"{tuple(image.shape)} and {tuple(mask.shape)}")
+            by_size.setdefault(tuple(image.shape), []).append(i)
+        out: list[torch.Tensor] = [torch.empty(0)] * len(images)
+        for idx in by_size.values():
+            done = self._composite(torch.stack([images[i] for i in idx]), torch.stack([masks[i] for i in idx]),
+                                   batch_size, uint8)
+            for i, result in zip(idx, done, strict=True):
+                out[i] = result
+        return out
+
+    def _composite(self, images: torch.Tensor, masks: torch.Tensor, batch_size: int | None,
+                   uint8: bool) -> torch.Tensor:
+        step = max(1, batch_size or len(images))
+        parts = []
+        for i in range(0, len(images), step):
+            image = images[i: i + step]
+            pred = self.predict_raw(image, masks[i: i + step])
+            m = masks[i: i + step].to(pred.device) > 0.5
+            image = image.to(pred.device).float()
+            if uint8:  # truncation, as the official predict.py; inputs are k/255, which round back to k exactly
+                parts.append(torch.where(m, (pred.clamp(0, 1) * 255).to(torch.uint8),
+                                         (image * 255).round().to(torch.uint8)))
+            else:
+                parts.append(m.float() * pred + (1 - m.float()) * image)
+        return torch.cat(parts) if parts else images.new_empty((0, 3, *images.shape[-2:]))
 
     def __call__(self, image: ImageLike, mask: ImageLike, dilate: int = 0, strategy: str = "crop") -> np.ndarray:
         """Fill ``mask`` in ``image``: HxWx3 uint8 (HxWx4 with the input's alpha kept).
@@ -163,8 +206,8 @@ class Inpainter:
     crop_margin = 128
 
     def _fill(self, rgb: np.ndarray, m: np.ndarray) -> np.ndarray:
-        pred = self.predict_raw(to_tensor(rgb), torch.from_numpy(np.array(m))[None, None].float())
-        return composite_uint8(rgb, m, pred[0])
+        out = self.predict_batch(to_tensor(rgb), torch.from_numpy(np.array(m))[None, None].float(), uint8=True)
+        return out[0].permute(1, 2, 0).cpu().numpy()
 
     def _fill_resized(self, rgb: np.ndarray, m: np.ndarray) -> np.ndarray:
         import cv2
@@ -227,15 +270,6 @@ def _grow(start: int, stop: int, size: int, margin: int) -> tuple[int, int]:
     if hi > size:
         lo, hi = lo - (hi - size), size
     return max(0, lo), min(size, hi)
-
-
-def composite_uint8(rgb: np.ndarray, mask: np.ndarray, pred: torch.Tensor) -> np.ndarray:
-    """Masked pixels from ``pred`` ([3,H,W] in [0,1], to 8 bits by truncation as the official
-    ``predict.py``), every other pixel copied from ``rgb`` bit for bit."""
-    pred8 = (pred.permute(1, 2, 0).clamp(0, 1) * 255).to(torch.uint8).cpu().numpy()
-    out = rgb.copy()
-    out[mask] = pred8[mask]
-    return out
 
 
 def load_model(source: str | os.PathLike | None = None, device: str | torch.device | None = None,

@@ -168,11 +168,14 @@ def read_mask(src: ImageLike, size: tuple[int, int] | None = None) -> np.ndarray
     return np.ascontiguousarray(m)
 
 
-def to_tensor(rgb: np.ndarray) -> torch.Tensor:
-    """HxWx3 uint8 -> [1,3,H,W] float in [0,1]."""
+def to_tensor(rgb: np.ndarray | list[np.ndarray]) -> torch.Tensor:
+    """HxWx3 uint8 (or several of one size, or BxHxWx3) -> [B,3,H,W] float in [0,1] (B = 1 for one image)."""
+    if isinstance(rgb, list):
+        rgb = np.stack(rgb)
     if not rgb.flags.writeable:  # arrays that view PIL's buffer; torch warns on read-only memory
         rgb = rgb.copy()
-    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255.0
+    batch = np.ascontiguousarray(rgb if rgb.ndim == 4 else rgb[None])
+    return torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255.0
 
 
 def save_image(arr: np.ndarray, path: str | os.PathLike, quality: int = 95) -> None:

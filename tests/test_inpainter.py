@@ -7,6 +7,7 @@ from conftest import DATA, OFFICIAL, SMALL_GENERATOR, randomize_bn
 from PIL import Image
 
 import lama
+from lama import LamaError
 from lama.generator import generator_from_config
 from lama.inpainter import Inpainter, dilate_mask, pad_to_modulo, read_image, read_mask
 
@@ -243,3 +244,52 @@ def test_crop_strategy_runs_the_model_on_crops_only(photo):
     assert seen == [(312, 312), (1000, 1000), (1000, 1000)]  # 50 + 2*128 = 306, padded to a multiple of 8
     with pytest.raises(lama.LamaError, match="strategy"):
         inp(img, mask, strategy="tiles")
+
+
+def test_predict_batch_takes_images_of_different_sizes_and_keeps_their_order(model):
+    g = torch.Generator().manual_seed(3)
+    sizes = [(40, 48), (24, 24), (40, 48), (17, 30), (24, 24)]
+    images = [torch.rand(3, h, w, generator=g) for h, w in sizes]
+    masks = [(torch.rand(1, h, w, generator=g) > 0.6).float() for h, w in sizes]
+    out = model.predict_batch(images, masks, batch_size=1)
+    assert [tuple(o.shape) for o in out] == [(3, h, w) for h, w in sizes]
+    for image, mask, o in zip(images, masks, out, strict=True):  # each as its own one-image tensor call
+        alone = model.predict_batch(image[None], mask[None])[0]
+        assert torch.allclose(o, alone, atol=1e-5)
+        assert torch.equal(o[mask.expand_as(o) == 0], image[mask.expand_as(image) == 0])
+    with pytest.raises(LamaError, match="2 images but 1 masks"):
+        model.predict_batch(images[:2], masks[:1])
+
+
+def test_predict_batch_uint8_is_the_official_truncated_composite(model, photo):
+    rgb = photo
+    mask = np.zeros(rgb.shape[:2], bool)
+    mask[8:40, 10:50] = True
+    images = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
+    masks = torch.from_numpy(mask)[None, None].float()
+    out = model.predict_batch(images, masks, uint8=True)
+    assert out.dtype == torch.uint8 and out.shape == images.shape
+    out = out[0].permute(1, 2, 0).numpy()
+    pred = model.predict_raw(images, masks)[0].permute(1, 2, 0).numpy()
+    # the official predict.py: clip(pred * 255, 0, 255).astype(uint8), i.e. truncation
+    assert np.array_equal(out[mask], np.clip(pred * 255, 0, 255).astype(np.uint8)[mask])
+    assert np.array_equal(out[~mask], rgb[~mask])
+    assert np.array_equal(model(rgb, mask), out)  # the one-image call is the same result
+
+
+def test_from_pretrained_is_load_model():
+    m = Inpainter.from_pretrained(OFFICIAL, fast=False)
+    assert isinstance(m, Inpainter) and m.fast is None and m.source == lama.load_model(OFFICIAL).source
+
+
+def test_classical_fill_changes_only_the_mask(photo):
+    from lama import CLASSICAL, inpaint_classical
+
+    mask = np.zeros(photo.shape[:2], bool)
+    mask[10:20, 10:30] = True
+    for method in CLASSICAL:
+        out = inpaint_classical(photo, mask, method)
+        assert out.dtype == np.uint8 and np.array_equal(out[~mask], photo[~mask])
+        assert not np.array_equal(out[mask], photo[mask])
+    with pytest.raises(LamaError, match="unknown classical method"):
+        inpaint_classical(photo, mask, "magic")
