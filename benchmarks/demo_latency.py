@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,17 +23,15 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--out", default="bench-results/demo_latency.json")
     args = ap.parse_args()
-    sys.path.insert(0, str(ROOT / "tests"))
     import numpy as np
     import torch
-    from conftest import randomize_bn
-    from demo_server import running_app
-    from formats import config_text, write_folder
     from gradio_client import Client, handle_file
     from PIL import Image
 
     import lama
+    from demo.testing import running_app
     from lama.generator import build_preset
+    from lama.testing import config_text, randomize_bn, write_folder
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -46,12 +46,17 @@ def main() -> None:
     ap.add_argument("--infer-size", type=int, default=1024)
     ap.add_argument("--out", default="bench-results/load_formats.json")
     args = ap.parse_args()
-    sys.path.insert(0, str(ROOT / "tests"))
     import torch
-    from conftest import randomize_bn
-    from formats import config_text, write_folder, write_release_zip, write_safetensors, write_torchscript
 
     from lama.generator import generator_from_config, preset_config
+    from lama.testing import (
+        config_text,
+        randomize_bn,
+        write_folder,
+        write_release_zip,
+        write_safetensors,
+        write_torchscript,
+    )
 
     torch.manual_seed(0)
     gen = randomize_bn(generator_from_config(preset_config("big-lama"))).eval()

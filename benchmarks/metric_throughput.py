@@ -13,7 +13,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -42,7 +41,6 @@ def main() -> None:
     ap.add_argument("--skip-sqrtm", action="store_true", help="skip the ~11 s scipy.linalg.sqrtm timing")
     ap.add_argument("--out", default="bench-results/metric_throughput.json")
     args = ap.parse_args()
-    sys.path.insert(0, str(ROOT))
     import numpy as np
     import scipy.linalg
     import torch

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -22,13 +21,11 @@ def main() -> None:
     ap.add_argument("--out", default="bench-results/sample_evaluation")
     ap.add_argument("--presets", nargs="+", default=["random_thin_256", "random_thick_256"])
     args = ap.parse_args()
-    sys.path.insert(0, str(ROOT / "tests"))
     import torch
-    from conftest import randomize_bn
-    from formats import config_text, write_folder
 
     from evaluation.__main__ import main as ev
     from lama.generator import build_preset
+    from lama.testing import config_text, randomize_bn, write_folder
 
     out = ROOT / args.out
     times: list[tuple[str, float]] = []

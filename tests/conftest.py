@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from lama.testing import SMALL_GENERATOR, randomize_bn  # noqa: F401 (the tests' shared fixtures)
+
 DATA = Path(__file__).parent / "data"
 OFFICIAL = DATA / "official_reference"
 
@@ -16,26 +18,6 @@ def _seed():
     torch.manual_seed(0)
 
 
-def randomize_bn(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Give every BatchNorm non-trivial statistics, so that eval-mode numerics are exercised."""
-    g = torch.Generator().manual_seed(seed)
-    for m in module.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
-    return module
-
-
-SMALL_GENERATOR = {
-    "kind": "ffc_resnet", "input_nc": 4, "output_nc": 3, "ngf": 8, "n_downsampling": 3, "n_blocks": 2,
-    "add_out_act": "sigmoid",
-    "init_conv_kwargs": {"ratio_gin": 0, "ratio_gout": 0, "enable_lfu": False},
-    "downsample_conv_kwargs": {"ratio_gin": 0, "ratio_gout": 0, "enable_lfu": False},
-    "resnet_conv_kwargs": {"ratio_gin": 0.75, "ratio_gout": 0.75, "enable_lfu": False},
-}
 
 
 @contextlib.contextmanager

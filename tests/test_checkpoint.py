@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import OFFICIAL, SMALL_GENERATOR, randomize_bn
-from formats import config_text, write_folder, write_release_zip, write_safetensors, write_torchscript
 
 import lama
 from lama.checkpoint import parse_hub_reference
 from lama.generator import generator_from_config
 from lama.safe_pickle import UnsafePickleError, load_checkpoint
+from lama.testing import config_text, write_folder, write_release_zip, write_safetensors, write_torchscript
 
 NGF, N_BLOCKS = SMALL_GENERATOR["ngf"], SMALL_GENERATOR["n_blocks"]
 

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 from conftest import DATA, SMALL_GENERATOR, randomize_bn
-from formats import config_text, write_folder
 from PIL import Image
 
 from lama.__main__ import main
 from lama.generator import generator_from_config
+from lama.testing import config_text, write_folder
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from demo_server import ROOT, running_app, small_model
 from PIL import Image
 
+from demo.testing import ROOT, running_app
 from demo.ui import RUN_LABEL
+from lama.testing import small_model
 
 CHROMIUM = "/usr/bin/chromium"
 PHOTO = ROOT / "demo" / "examples" / "cat.png"

@@ -7,8 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import psutil
 import pytest
-from demo_server import running_app, small_model
 from PIL import Image
+
+from demo.testing import running_app
+from lama.testing import small_model
 
 CLIENTS, REQUESTS = 16, 3
 

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 from conftest import SMALL_GENERATOR, randomize_bn
-from formats import config_text, write_folder
 from PIL import Image
 
 from evaluation.__main__ import main
 from evaluation.score import ScoreOptions, area_bins, bin_names, cache_dir, collect, lpips_fid100_f1, ssim_fid100_f1
+from lama.testing import config_text, write_folder
 
 PRESET = "random_thick_256"
 

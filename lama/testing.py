@@ -1,7 +1,6 @@
-"""Builders of every published LaMa weight format, from a generator with random weights.
-
-Each writes the exact layout of the real release files (see lama/checkpoint.py), so the loaders
-are tested on the same structure that users download.
+"""Small LaMa models with random weights, written in every published layout: for tests, benchmarks and users'
+own tests. Each writer produces the exact structure of the real release files (see lama/checkpoint.py), so
+the loaders are exercised on what users download, without the download.
 """
 
 from __future__ import annotations
@@ -13,7 +12,30 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lama.discriminator import NLayerDiscriminator
+from .discriminator import NLayerDiscriminator
+from .generator import generator_from_config
+
+SMALL_GENERATOR = {
+    "kind": "ffc_resnet", "input_nc": 4, "output_nc": 3, "ngf": 8, "n_downsampling": 3, "n_blocks": 2,
+    "add_out_act": "sigmoid",
+    "init_conv_kwargs": {"ratio_gin": 0, "ratio_gout": 0, "enable_lfu": False},
+    "downsample_conv_kwargs": {"ratio_gin": 0, "ratio_gout": 0, "enable_lfu": False},
+    "resnet_conv_kwargs": {"ratio_gin": 0.75, "ratio_gout": 0.75, "enable_lfu": False},
+}
+
+
+def randomize_bn(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every BatchNorm non-trivial statistics, so that eval-mode numerics are exercised."""
+    g = torch.Generator().manual_seed(seed)
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
+    return module
+
 
 CONFIG_TEMPLATE = """\
 run_title: random_weights_for_tests
@@ -126,3 +148,9 @@ def write_safetensors(path: Path, gen: nn.Module, config: dict | None) -> Path:
     meta = {"lama_config": json.dumps(config)} if config else None
     save_file({k: v.contiguous() for k, v in gen.state_dict().items()}, str(path), metadata=meta)
     return path
+
+
+def small_model(folder: Path) -> Path:
+    torch.manual_seed(0)
+    return write_folder(folder, randomize_bn(generator_from_config(SMALL_GENERATOR)),
+                        config_text(SMALL_GENERATOR["ngf"], SMALL_GENERATOR["n_blocks"]))

@@ -1,4 +1,5 @@
-"""Start app.py in a subprocess on 127.0.0.1 with a small random-weight LaMa; used by the browser and load tests."""
+"""Start app.py in a subprocess on 127.0.0.1 (with e.g. ``lama.testing.small_model``); for the browser and load
+tests and the demo benchmark."""
 
 from __future__ import annotations
 
@@ -11,12 +12,6 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-import torch
-from conftest import SMALL_GENERATOR, randomize_bn
-from formats import config_text, write_folder
-
-from lama.generator import generator_from_config
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -24,12 +19,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def small_model(folder: Path) -> Path:
-    torch.manual_seed(0)
-    return write_folder(folder, randomize_bn(generator_from_config(SMALL_GENERATOR)),
-                        config_text(SMALL_GENERATOR["ngf"], SMALL_GENERATOR["n_blocks"]))
 
 
 @contextmanager
