@@ -8,6 +8,7 @@ any machine. Masks are float32 HxW arrays with 1 = hole (the pixels to fill) and
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -70,6 +71,7 @@ def make_random_rectangle_mask(height: int, width: int, rng: np.random.Generator
     return mask
 
 
+@dataclass
 class IrregularMaskGenerator(MaskGenerator):
     """The official ``RandomIrregularMaskGenerator`` without a training ramp.
 
@@ -78,10 +80,11 @@ class IrregularMaskGenerator(MaskGenerator):
     and we keep that so the statistics match.
     """
 
-    def __init__(self, max_angle: int = 4, max_len: int = 60, max_width: int = 20, min_times: int = 0,
-                 max_times: int = 10) -> None:
-        self.max_angle, self.max_len, self.max_width = max_angle, max_len, max_width
-        self.min_times, self.max_times = min_times, max_times
+    max_angle: int = 4
+    max_len: int = 60
+    max_width: int = 20
+    min_times: int = 0
+    max_times: int = 10
 
     def __call__(self, height: int, width: int, rng: np.random.Generator,
                  image: np.ndarray | None = None) -> np.ndarray:
@@ -90,6 +93,7 @@ class IrregularMaskGenerator(MaskGenerator):
                                           max_times=self.max_times + 1)
 
 
+@dataclass
 class BoxMaskGenerator(MaskGenerator):
     """The official ``RandomRectangleMaskGenerator`` without a training ramp.
 
@@ -97,10 +101,11 @@ class BoxMaskGenerator(MaskGenerator):
     so sides reach ``bbox_max_size`` itself; we keep that.
     """
 
-    def __init__(self, margin: int = 10, bbox_min_size: int = 30, bbox_max_size: int = 100, min_times: int = 0,
-                 max_times: int = 3) -> None:
-        self.margin, self.bbox_min_size, self.bbox_max_size = margin, bbox_min_size, bbox_max_size
-        self.min_times, self.max_times = min_times, max_times
+    margin: int = 10
+    bbox_min_size: int = 30
+    bbox_max_size: int = 100
+    min_times: int = 0
+    max_times: int = 3
 
     def __call__(self, height: int, width: int, rng: np.random.Generator,
                  image: np.ndarray | None = None) -> np.ndarray:
