@@ -52,6 +52,7 @@ def _model_dir(tmp: Path) -> Path:
 def _inputs(size: int, photo: str | None) -> tuple[torch.Tensor, torch.Tensor]:
     from PIL import Image
 
+    from .io import to_tensor
     from .masks import make_mask_generator
 
     if photo is None:
@@ -65,7 +66,7 @@ def _inputs(size: int, photo: str | None) -> tuple[torch.Tensor, torch.Tensor]:
         yy, xx = np.mgrid[0:size, 0:size] / size
         rgb = (np.stack([yy, xx, (yy + xx) / 2], -1) * 255).astype(np.uint8)
     mask = make_mask_generator("random_thick_512")(size, size, np.random.default_rng(0)) > 0
-    img = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255
+    img = to_tensor(rgb)
     return img, torch.from_numpy(mask)[None, None].float()
 
 

@@ -361,7 +361,9 @@ class MaskRCNNSegmenter:
 
         if self._model is None:
             self._build()
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255).to(self.device)
+        from lama.io import to_tensor
+
+        x = to_tensor(image)[0].to(self.device)
         with torch.inference_mode():
             pred = self._model([x])[0]
         out = []

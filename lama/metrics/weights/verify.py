@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lama.errors import MetricWeightsError
+from lama.io import to_tensor
 
 from .find import package_file
 
@@ -64,9 +65,8 @@ def verification_images(size: int) -> torch.Tensor:
 
         for name in ("astronaut.png", "coffee.png"):
             with Image.open(sample.parent / name) as im:
-                arr = np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.float32) / 255
-            images.append(torch.from_numpy(arr).permute(2, 0, 1))
-        return torch.stack(images)
+                images.append(np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR)))
+        return to_tensor(images)
     g = torch.Generator().manual_seed(0)
     coarse = torch.rand(2, 3, 8, 8, generator=g)
     return F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
