@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean browser bench
+.PHONY: demo test lint clean browser bench notebooks
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -36,6 +36,10 @@ test: lint browser
 
 bench: $(STAMP)
 	$(BIN)/python -m lama bench
+
+# Runs the notebooks at full size and writes readable copies with outputs to docs/notebooks/ (minutes).
+notebooks: $(STAMP)
+	$(BIN)/python notebooks/render.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
