@@ -4,14 +4,13 @@ import csv
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL_GENERATOR, randomize_bn
+from conftest import SMALL_GENERATOR, randomize_bn, run_job
 from PIL import Image
 
 from evaluation.__main__ import main
@@ -239,7 +238,7 @@ def test_two_process_torchrun_equals_one_process(split, predictions, workdir):
                   "-m", "evaluation"]}
     n = len(list(split.rglob("*_mask*.png")))
     for out, cmd in runs.items():
-        r = subprocess.run(cmd + base + ["--out", str(out)], env=env, capture_output=True, text=True, timeout=900)
+        r = run_job(cmd + base + ["--out", str(out)], env)
         assert r.returncode == 0, r.stderr[:6000]
         report = json.loads(r.stdout.strip().splitlines()[-1])
         assert (report["n_images"], report["scored"], report["cached"]) == (n, n, 0)

@@ -2,13 +2,13 @@
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import run_job
 from test_fid import real_photos
 
 from lama.metrics import FID, LPIPS, PSNR, SSIM
@@ -81,8 +81,7 @@ def test_torchrun_two_processes_sync_to_the_one_process_values(pairs, tmp_path):
                                              "--nproc_per_node", "2"]}
     values = {}
     for name, cmd in runs.items():
-        r = subprocess.run(cmd + script + [str(tmp_path / f"{name}.json")], env=env, capture_output=True, text=True,
-                           timeout=900)
+        r = run_job(cmd + script + [str(tmp_path / f"{name}.json")], env)
         assert r.returncode == 0, r.stderr[-6000:]
         values[name] = json.loads((tmp_path / f"{name}.json").read_text())
     assert values["one"]["n_lpips"] == values["two"]["n_lpips"] == 8
