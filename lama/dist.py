@@ -75,5 +75,5 @@ def shutdown() -> None:
     if is_distributed():
         import torch.distributed as dist
 
-        dist.barrier()
+        barrier()
         dist.destroy_process_group()

@@ -175,7 +175,8 @@ class Inpainter:
                 parts.append(torch.where(m, (pred.clamp(0, 1) * 255).to(torch.uint8),
                                          (image * 255).round().to(torch.uint8)))
             else:
-                parts.append(m.float() * pred + (1 - m.float()) * image)
+                m = m.float()
+                parts.append(m * pred + (1 - m) * image)
         return torch.cat(parts) if parts else images.new_empty((0, 3, *images.shape[-2:]))
 
     def __call__(self, image: ImageLike, mask: ImageLike, dilate: int = 0, strategy: str = "crop") -> np.ndarray:
