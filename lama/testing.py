@@ -154,3 +154,30 @@ def small_model(folder: Path) -> Path:
     torch.manual_seed(0)
     return write_folder(folder, randomize_bn(generator_from_config(SMALL_GENERATOR)),
                         config_text(SMALL_GENERATOR["ngf"], SMALL_GENERATOR["n_blocks"]))
+
+
+def write_resnet_pl_weights(torch_home: Path, seed: int = 0) -> Path:
+    """Random ADE20k encoder weights at ``torch_home/ENCODER_FILE``, in the published key layout (a plain
+    ``torch.save``'d state_dict, as the real ``encoder_epoch_20.pth``), so ResNetPL can be built without the
+    94 MB download. The features are meaningless; the numerics are not trivial (non-unit BatchNorm statistics)."""
+    from .training.resnet_pl import ENCODER_FILE, ResNet50Dilated
+
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    with torch.device("meta"):  # only the names and shapes are needed
+        template = ResNet50Dilated().state_dict()
+    for name, t in template.items():
+        if name.endswith("num_batches_tracked"):
+            state[name] = torch.zeros((), dtype=torch.long)
+        elif t.dim() == 4:
+            state[name] = torch.randn(t.shape, generator=g) * (2.0 / t[0].numel()) ** 0.5
+        elif name.endswith("running_var"):
+            state[name] = 1 + 0.2 * torch.rand(t.shape, generator=g)
+        elif name.endswith("weight"):
+            state[name] = 1 + 0.1 * torch.randn(t.shape, generator=g)
+        else:  # BatchNorm bias and running_mean
+            state[name] = 0.05 * torch.randn(t.shape, generator=g)
+    path = Path(torch_home) / ENCODER_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return path
