@@ -1,4 +1,4 @@
-"""Command line: ``python -m lama predict|convert``.
+"""Command line: ``python -m lama predict|convert|train|bench``.
 
 predict: inpaint a file or a folder. Masks come from ``--mask`` (a file, or a folder matched by file
 stem) or, without it, from the official layout (``x.png`` beside ``x_mask000.png``, ``x_mask001.png``...).
@@ -121,6 +121,40 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    import logging
+
+    from .training.config import load_training_config
+    from .training.trainer import Trainer
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.resume:
+        run = Path(args.resume)
+        if not (run / "config.yaml").is_file():
+            raise LamaError(f"--resume {run}: no config.yaml there; pass the run folder of an earlier training run")
+        cfg = load_training_config(run / "config.yaml", args.overrides)
+    else:
+        if not args.config:
+            raise LamaError("pass --config NAME_OR_FILE (bundled: lama-fourier, big-lama, lama-fourier-celeba, "
+                            "big-lama-celeba, tiny-cpu) or --resume RUN_FOLDER")
+        cfg = load_training_config(args.config, args.overrides)
+        run = Path(args.out) if args.out else Path("runs") / f"{cfg.get('run_title') or 'lama'}"
+        if (run / "models" / "last.ckpt").exists():
+            raise LamaError(f"{run} already holds a training run; continue it with --resume {run} or choose --out")
+    if args.data:
+        cfg["data"]["train"]["indir"] = args.data
+    if args.val_data:
+        cfg["data"]["val"]["indir"] = args.val_data
+    trainer = Trainer(cfg, run, resume=bool(args.resume), init_from=args.init_from, progress_bar=not args.quiet)
+    state = trainer.fit()
+    if trainer.is_main:
+        print(f"trained {state.step} steps ({state.skipped_images} unreadable images skipped) -> {run}")
+    from .dist import shutdown
+
+    shutdown()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lama", description="LaMa inpainting")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -145,6 +179,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("out")
     c.add_argument("--preset", default=None)
     c.set_defaults(func=cmd_convert)
+    t = sub.add_parser("train", help="train or fine-tune LaMa (torchrun --nproc_per_node N -m lama train ... for DDP)")
+    t.add_argument("--config", default=None, help="a bundled config name or a YAML file")
+    t.add_argument("overrides", nargs="*", help="key.sub=value overrides of the config, e.g. data.batch_size=4")
+    t.add_argument("--data", default=None, help="a folder of training images (sets data.train.indir)")
+    t.add_argument("--val-data", default=None, help="a folder of validation images (sets data.val.indir)")
+    t.add_argument("--out", default=None, help="the run folder (default: runs/RUN_TITLE)")
+    t.add_argument("--resume", default=None, metavar="RUN", help="continue RUN/models/last.ckpt")
+    t.add_argument("--init-from", default=None, metavar="WEIGHTS",
+                   help="fine-tune from published weights: big-lama (generator only), a big-lama-with-discr "
+                        "folder or .ckpt (generator, discriminator, ResNetPL encoder), any format lama loads")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
     b = sub.add_parser("bench", help="reference vs fast inference paths (table + JSON); see lama/bench.py",
                        add_help=False)
     b.set_defaults(func=None)

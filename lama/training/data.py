@@ -133,6 +133,18 @@ def _random_mask_generator(preset: str):
     return make_mask_generator(preset)
 
 
+def draw_mask(generator, preset: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A size x size mask of ``preset``, drawn at the size the preset was made for (its strokes and boxes are in
+    pixels: 256 for the training and *_256 presets) and resized with nearest, so that a smaller crop gets the
+    same hole coverage rather than a mask that covers everything."""
+    suffix = preset.rsplit("_", 1)[-1]
+    native = int(MASK_PRESETS[preset].get("out_size") or (suffix if suffix.isdigit() else size))
+    mask = generator(native, native, rng)
+    if native != size:
+        mask = cv2.resize(mask.astype(np.float32), (size, size), interpolation=cv2.INTER_NEAREST)
+    return mask
+
+
 def _read(path: Path) -> np.ndarray | None:
     try:
         return read_rgb(path)
@@ -195,7 +207,7 @@ class TrainDataset(Dataset):
         py_seed = int.from_bytes(aug_ss.generate_state(2, np.uint32).tobytes(), "little")
         self.transform.set_random_state(np.random.default_rng(aug_ss), random.Random(py_seed))
         out = self.transform(image=img)["image"]
-        mask = self.mask_generator(self.out_size, self.out_size, np.random.default_rng(mask_ss))
+        mask = draw_mask(self.mask_generator, self.mask_preset, self.out_size, np.random.default_rng(mask_ss))
         return _to_sample(out, mask, index)
 
 
@@ -242,7 +254,7 @@ class ValDataset(Dataset):
             return None
         img = resize_center_crop(img, self.size).astype(np.float32) / 255.0
         rng = np.random.default_rng([self.seed, _name_seed(path.name)])
-        mask = self.mask_generator(self.size, self.size, rng)
+        mask = draw_mask(self.mask_generator, self.mask_preset, self.size, rng)
         return _to_sample(img, mask, index)
 
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import LamaError
+from .checkpoint import key_problems
 
 ENCODER_FILE = "ade20k/ade20k-resnet50dilated-ppm_deepsup/encoder_epoch_20.pth"
 ENCODER_URL = "http://sceneparsing.csail.mit.edu/model/pytorch/ade20k-resnet50dilated-ppm_deepsup/encoder_epoch_20.pth"
@@ -151,12 +152,6 @@ def find_encoder_weights(weights_path: str | os.PathLike | None = None) -> Path:
     )
 
 
-def _listing(names: list[str], limit: int = 5) -> str:
-    shown = ", ".join(names[:limit])
-    more = f", ... ({len(names)} in all)" if len(names) > limit else f" ({len(names)})"
-    return shown + more
-
-
 def load_encoder(path: str | os.PathLike) -> ResNet50Dilated:
     """Read ``encoder_epoch_20.pth`` (or a file in its layout) into a :class:`ResNet50Dilated`, in eval mode.
 
@@ -177,26 +172,21 @@ def load_encoder(path: str | os.PathLike) -> ResNet50Dilated:
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise LamaError(f"{path} is not a state_dict of tensors (got {type(obj).__name__}); expected the ADE20k "
                         f"resnet50dilated encoder weights from {ENCODER_URL}")
-    state = {str(k): v for k, v in obj.items()}
+    return encoder_from_state({str(k): v for k, v in obj.items()}, str(path))
+
+
+def encoder_from_state(state: Mapping[str, torch.Tensor], origin: str) -> ResNet50Dilated:
+    """The encoder with ``state``'s weights, in eval mode; every weight must be there (see :func:`load_encoder`).
+    Also reads the ``loss_resnet_pl.impl.*`` weights that the official ``big-lama-with-discr`` checkpoint carries."""
+    state = dict(state)
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
 
     encoder = _uninitialised_encoder()
-    own = encoder.state_dict()
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}"
-                  for k in own if k in state and state[k].shape != own[k].shape]
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {_listing(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_listing(unexpected)}")
-    if mismatched:
-        problems.append(f"shape mismatches: {_listing(mismatched)}")
+    problems = key_problems(encoder.state_dict(), state)
     if problems:
         raise LamaError(
-            f"{path} is not the ADE20k resnet50dilated encoder ({ENCODER_FILE}): " + "; ".join(problems)
+            f"{origin} is not the ADE20k resnet50dilated encoder ({ENCODER_FILE}): " + "; ".join(problems)
             + f". Download the right file from {ENCODER_URL}."
         )
     encoder.load_state_dict(state, strict=False)  # strict=False only for an absent num_batches_tracked
