@@ -95,13 +95,12 @@ def test_a_few_steps_train_and_write_a_loadable_run(photos, tmp_path):
     assert ckpt["global_step"] == 16 and len(ckpt["optimizer_states"]) == 2
     assert any(k.startswith(GENERATOR) for k in ckpt["state_dict"])
     assert any(k.startswith(DISCRIMINATOR) for k in ckpt["state_dict"])
-    (run / "models" / "last.ckpt").rename(run / "models" / "best.ckpt")  # as after a validation
-    model = lama.load_model(run)
+    model = lama.load_model(run)  # the run folder, as the released big-lama folder (last.ckpt: no validation)
     ref = {k[len(GENERATOR):]: v for k, v in ckpt["state_dict"].items() if k.startswith(GENERATOR)}
-    got = model.generator.state_dict() if hasattr(model, "generator") else None
-    if got is not None:
-        for k, v in ref.items():
-            assert torch.equal(got[k].cpu(), v), k
+    got = model.generator.state_dict()
+    assert set(got) == set(ref)
+    for k, v in ref.items():
+        assert torch.equal(got[k].cpu(), v), k
     img = np.asarray(Image.open(photos / "astronaut.png"))
     mask = np.zeros(img.shape[:2], np.uint8)
     mask[20:40, 30:60] = 255
@@ -308,3 +307,55 @@ def test_two_processes_with_batch_2_equal_one_process_with_batch_4(photos, tmp_p
             allowed = rel * float(g.abs().max())
             assert float((g - b["grads"][key]).abs().max()) <= allowed, key
     assert losses_by_step(tmp_path / "two")[2]["gen_total"] > 0  # the 2-process loop ran and rank 0 logged
+
+
+def test_bf16_autocast_steps_are_finite_and_close_to_fp32(photos, tmp_path):
+    a = Trainer(tiny(photos, "trainer.max_steps=2"), tmp_path / "fp32", progress_bar=False)
+    b = Trainer(tiny(photos, "trainer.max_steps=2", "trainer.precision=bf16"), tmp_path / "bf16", progress_bar=False)
+    a.fit()
+    b.fit()
+    la, lb = losses_by_step(tmp_path / "fp32")[1], losses_by_step(tmp_path / "bf16")[1]
+    assert all(math.isfinite(v) for v in lb.values())
+    for name in ("gen_l1", "gen_adv", "gen_fm", "discr_adv"):  # same weights and batch; bf16 has ~3 digits
+        assert lb[name] == pytest.approx(la[name], rel=0.05), name
+
+
+def test_out_of_memory_in_the_first_step_names_a_batch_size(photos, tmp_path, monkeypatch):
+    t = Trainer(tiny(photos, "trainer.max_steps=1", "data.batch_size=6"), tmp_path / "run", progress_bar=False)
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(t, "train_step", oom)
+    with pytest.raises(LamaError, match=r"data.batch_size=6 .*try data.batch_size=3"):
+        t.fit()
+
+
+def test_a_time_budget_stops_the_run_and_saves_it(photos, tmp_path):
+    state = Trainer(tiny(photos, "trainer.max_steps=1000", "trainer.max_minutes=0"), tmp_path / "run",
+                    progress_bar=False).fit()
+    assert state.step == 0
+    assert torch.load(tmp_path / "run" / "models" / "last.ckpt", weights_only=True)["global_step"] == 0
+
+
+def test_psnr_in_the_hole_counts_hole_pixels_only():
+    from lama.training.trainer import psnr_in_hole
+
+    target = torch.zeros(2, 3, 8, 8)
+    mask = torch.zeros(2, 1, 8, 8)
+    mask[:, :, :4] = 1
+    pred = target.clone()
+    pred[0, :, :4] = 0.1  # error 0.1 in the hole: MSE 0.01 -> 20 dB
+    pred[1, :, 4:] = 0.5  # error outside the hole only
+    assert psnr_in_hole(pred, target, mask) == pytest.approx([20.0, 100.0])
+
+
+def test_convert_makes_a_release_file_of_a_run(photos, tmp_path):
+    from lama.__main__ import main
+
+    run = tmp_path / "run"
+    Trainer(tiny(photos, "trainer.max_steps=1"), run, progress_bar=False).fit()
+    assert main(["convert", str(run), str(tmp_path / "mine.safetensors")]) == 0
+    a, b = lama.load_model(run), lama.load_model(str(tmp_path / "mine.safetensors"))
+    for (k, x), y in zip(a.generator.state_dict().items(), b.generator.state_dict().values(), strict=True):
+        assert torch.equal(x, y), k

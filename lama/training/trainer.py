@@ -71,6 +71,14 @@ def epoch_batches(n_items: int, epoch: int, seed: int, batch_size: int, rank: in
             for s in range(steps)]
 
 
+def psnr_in_hole(pred: Tensor, target: Tensor, mask: Tensor) -> list[float]:
+    """PSNR (dB) of each image over its hole pixels only (what inpainting changes), capped at 100 dB."""
+    se = ((pred - target) ** 2 * mask).sum(dim=(1, 2, 3))
+    n = mask.sum(dim=(1, 2, 3)) * pred.shape[1]
+    mse = (se / n.clamp(min=1)).double()
+    return [min(100.0, float(10 * torch.log10(1 / m))) if m > 0 else 100.0 for m in mse]
+
+
 def _requires_grad(module: nn.Module, flag: bool) -> None:
     for p in module.parameters():
         p.requires_grad_(flag)
@@ -147,6 +155,7 @@ class Trainer:
             self._resume(self.run_dir / "models" / "last.ckpt")
         self._writer = None
         self._val_metrics = None
+        self._last_val_step: int | None = None
         self.metrics_csv = self.run_dir / "metrics.csv"
 
     # ------------------------------------------------------------------------------------------ set-up
@@ -306,6 +315,7 @@ class Trainer:
         max_epochs = int(tcfg.get("max_epochs", 1))
         batch_size = int(dcfg["batch_size"])
         bar = self._bar(max_steps, max_epochs)
+        deadline = time.monotonic() + 60 * float(tcfg["max_minutes"]) if tcfg.get("max_minutes") is not None else None
         first = True
         while self.state.epoch < max_epochs and self.state.step < max_steps:
             batches = epoch_batches(len(self.train_set), self.state.epoch, self.seed, batch_size, self.rank,
@@ -314,7 +324,8 @@ class Trainer:
             loader = torch.utils.data.DataLoader(self.train_set, batch_sampler=batches[self.state.batch_in_epoch:],
                                                  collate_fn=collate, num_workers=int(dcfg.get("num_workers", 0)))
             for batch, skipped in loader:
-                if self.state.step >= max_steps:
+                if self.state.step >= max_steps or (deadline is not None and self._sum(time.monotonic() > deadline)):
+                    max_steps = self.state.step  # stop here (all processes agree on the deadline)
                     break
                 self.state.skipped_images += int(self._sum(float(skipped)))
                 if not self._all_have_data(batch is not None):
@@ -329,7 +340,7 @@ class Trainer:
             else:
                 self.state.epoch += 1
                 self.state.batch_in_epoch = 0
-        if self.val_set is not None and self.state.best_step != self.state.step:
+        if self.val_set is not None and self._last_val_step != self.state.step:
             self.validate()
         self.save("last.ckpt")
         if bar is not None:
@@ -456,8 +467,8 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """FID, LPIPS, SSIM and PSNR of the inpainted validation images (synced over processes), the official
-        ``ssim_fid100_f1``, a sample grid; ``best.ckpt`` when that improves."""
+        """FID, LPIPS, SSIM, PSNR and PSNR in the hole of the inpainted validation images (over all processes),
+        the official ``ssim_fid100_f1``, a sample grid; ``best.ckpt`` when that improves."""
         if self._val_metrics is None:  # the metric networks load once per run
             from ..metrics import FID, LPIPS, PSNR, SSIM
 
@@ -468,7 +479,7 @@ class Trainer:
         self.generator.eval()
         indices = dist.shard(list(range(len(self.val_set))), self.rank, self.world)
         vb = int(self.cfg["data"].get("val_batch_size", 2))
-        grid = None
+        grid, hole_psnr = None, []
         for start in range(0, max(len(indices), 1), vb):
             batch, _ = collate([self.val_set[i] for i in indices[start:start + vb]])
             if batch is None:
@@ -479,10 +490,14 @@ class Trainer:
             inpainted = mask * pred + (1 - mask) * img
             for m in metrics.values():
                 m.update(inpainted.clamp(0, 1), img)
+            hole_psnr += psnr_in_hole(inpainted.clamp(0, 1), img, mask)
             if grid is None:
                 grid = (img, mask, pred)
         self.generator.train()
+        self._last_val_step = self.state.step
         values = {f"val/{k}": float(m.compute()) for k, m in metrics.items()}
+        hole = [v for part in dist.gather_objects(hole_psnr) for v in part]
+        values["val/psnr_hole"] = float(np.mean(hole)) if hole else math.nan
         ssim, fid = values["val/ssim"], values["val/fid"]
         fid_rel = max(0.0, 100 - fid) / 100
         values["val/ssim_fid100_f1"] = 2 * ssim * fid_rel / (ssim + fid_rel + 1e-3)
