@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean browser bench bench-train notebooks
+.PHONY: demo test lint clean browser bench bench-train train-demo notebooks
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -41,6 +41,10 @@ bench: $(STAMP)
 # Training step time (big-lama, 256x256, fp32/bf16, with and without ResNetPL) and peak memory: table + JSON.
 bench-train: $(STAMP)
 	$(BIN)/python -m lama.training.bench
+
+# A real 30-minute training run of the tiny-cpu config on bundled photos: plot and table in docs/training/.
+train-demo: $(STAMP)
+	$(BIN)/python -m lama.training.demo --minutes $${MINUTES:-30}
 
 # Runs the notebooks at full size and writes readable copies with outputs to docs/notebooks/ (minutes).
 notebooks: $(STAMP)

@@ -359,3 +359,19 @@ def test_convert_makes_a_release_file_of_a_run(photos, tmp_path):
     a, b = lama.load_model(run), lama.load_model(str(tmp_path / "mine.safetensors"))
     for (k, x), y in zip(a.generator.state_dict().items(), b.generator.state_dict().values(), strict=True):
         assert torch.equal(x, y), k
+
+
+def test_the_training_demo_writes_its_plot_and_table(tmp_path, offline_metric_hub):
+    """`make train-demo` at a few seconds: the bundled photos, the held-out split, the plot and the table."""
+    from lama.training.demo import HELD_OUT, main
+
+    docs = tmp_path / "docs"
+    assert main(["--minutes", "0.03", "--run", str(tmp_path / "run"), "--docs", str(docs), "--val-every", "4",
+                 "--crops-per-side", "2"]) == 0
+    table = (docs / "tiny-cpu-demo.md").read_text()
+    assert table.count("\n| ") == 4  # header + 3 methods
+    assert "OpenCV Telea" in table and "initialisation" in table
+    assert (docs / "tiny-cpu-demo.png").stat().st_size > 10_000
+    held = {p.name.rsplit("_", 1)[0] for p in (tmp_path / "run" / "data" / "val").iterdir()}
+    assert held == set(HELD_OUT)
+    assert not {p.stem for p in (tmp_path / "run" / "data" / "train").iterdir()} & set(HELD_OUT)
