@@ -23,9 +23,10 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def init_from_env() -> tuple[int, int]:
+def init_from_env(backend: str | None = None) -> tuple[int, int]:
     """(rank, world size); under ``torchrun`` (``WORLD_SIZE`` > 1) joins the process group first: NCCL when
-    CUDA is available, else gloo."""
+    CUDA is available, else gloo (or ``backend``). With NCCL each process first takes the GPU ``LOCAL_RANK``, so
+    that collectives (``all_gather_object`` too) do not all land on GPU 0."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1
@@ -33,7 +34,10 @@ def init_from_env() -> tuple[int, int]:
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend)
     return dist.get_rank(), dist.get_world_size()
 
 

@@ -109,10 +109,13 @@ def test_a_few_steps_train_and_write_a_loadable_run(photos, tmp_path):
 
 
 def test_resume_gives_the_losses_of_an_uninterrupted_run(photos, tmp_path):
-    k, m = 3, 3
+    """Stopped mid-epoch (6 photos at batch 2: 3 steps an epoch; k = 2), resumed across the epoch boundary."""
+    k, m = 2, 3
     straight, split = tmp_path / "straight", tmp_path / "split"
     Trainer(tiny(photos, f"trainer.max_steps={k + m}"), straight, progress_bar=False).fit()
     Trainer(tiny(photos, f"trainer.max_steps={k}"), split, progress_bar=False).fit()
+    ckpt = torch.load(split / "models" / "last.ckpt", weights_only=True)
+    assert (ckpt["global_step"], ckpt["epoch"], ckpt["batch_in_epoch"]) == (k, 0, k)
     torch.manual_seed(1234)  # a resumed run must not depend on the state of the process it starts in
     np.random.seed(99)
     Trainer(tiny(photos, f"trainer.max_steps={k + m}"), split, resume=True, progress_bar=False).fit()
@@ -125,13 +128,17 @@ def test_resume_gives_the_losses_of_an_uninterrupted_run(photos, tmp_path):
     assert a[k + 1]["gen_l1"] != a[k + 2]["gen_l1"]
 
 
-def test_resume_continues_mid_epoch_with_the_same_images(photos, tmp_path):
-    """3 images per epoch at batch 2 = 3 batches (cycled order); stop after 2, resume: the third batch is next."""
-    cfg = tiny(photos, "trainer.max_steps=2", "trainer.limit_train_batches=3")
+def test_resume_after_a_crash_logs_each_step_once(photos, tmp_path):
+    """A crash after the last checkpoint: the steps logged since are run again and must not be logged twice."""
     run = tmp_path / "run"
-    Trainer(cfg, run, progress_bar=False).fit()
-    ckpt = torch.load(run / "models" / "last.ckpt", weights_only=True)
-    assert (ckpt["epoch"], ckpt["batch_in_epoch"]) == (0, 2)
+    Trainer(tiny(photos, "trainer.max_steps=2"), run, progress_bar=False).fit()
+    at_step_2 = (run / "models" / "last.ckpt").read_bytes()
+    Trainer(tiny(photos, "trainer.max_steps=4"), run, resume=True, progress_bar=False).fit()
+    (run / "models" / "last.ckpt").write_bytes(at_step_2)  # as if steps 3-4 had crashed before a checkpoint
+    Trainer(tiny(photos, "trainer.max_steps=4"), run, resume=True, progress_bar=False).fit()
+    with open(run / "metrics.csv") as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f) if r["name"] == "gen_l1"]
+    assert steps == [1, 2, 3, 4]
 
 
 def test_fine_tune_from_the_big_lama_with_discr_layout_consumes_every_key(photos, tmp_path):
@@ -160,6 +167,9 @@ def test_fine_tune_from_the_big_lama_with_discr_layout_consumes_every_key(photos
         assert torch.equal(mine[key], value), key
     assert any(k.startswith(RESNET_PL) for k in state)
     t.fit()
+    # and the fine-tuning run resumes without the ADE20k file too: its checkpoint carries the encoder
+    more = {**cfg, "trainer": {**cfg["trainer"], "max_steps": 2}}
+    assert Trainer(more, tmp_path / "ft", resume=True, progress_bar=False).fit().step == 2
 
     state["discriminator.model9.0.weight"] = torch.zeros(1)
     torch.save({"state_dict": state}, folder / "models" / "best.ckpt")
@@ -198,14 +208,17 @@ def test_unreadable_images_are_skipped_and_counted(photos, tmp_path):
     for p in list(photos.iterdir())[:3]:
         (data / p.name).write_bytes(p.read_bytes())
     (data / "broken.jpg").write_bytes(b"not an image at all")
-    state = Trainer(tiny(data, "trainer.max_steps=4"), tmp_path / "run", progress_bar=False).fit()
-    assert state.step == 4 and state.skipped_images >= 1
+    t = Trainer(tiny(data, "trainer.max_steps=4"), tmp_path / "run", progress_bar=False)
+    state = t.fit()
+    broken = [p.name for p in t.train_set.files].index("broken.jpg")
+    drawn = [i for epoch in range(3) for batch in epoch_batches(4, epoch, 0, 2, 0, 1) for i in batch][:8]
+    assert state.step == 4 and state.skipped_images == drawn.count(broken) > 0
     assert losses_by_step(tmp_path / "run")[4]["data/skipped_images"] == state.skipped_images
 
 
 def test_clear_errors_for_an_empty_folder_and_a_missing_resnet_pl_file(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(LamaError, match="empty"):
+    with pytest.raises(LamaError, match="no images found in .*empty"):
         Trainer(tiny(tmp_path / "empty"), tmp_path / "r1", progress_bar=False)
     (tmp_path / "one").mkdir()
     Image.new("RGB", (64, 64)).save(tmp_path / "one" / "x.png")
@@ -251,7 +264,8 @@ data, out, batch, th, pl = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[
 cfg = load_training_config("tiny-cpu", [f"data.train.indir={data}", "data.train.out_size=64",
     f"data.batch_size={batch}", "trainer.max_steps=2", "trainer.log_every_n_steps=1",
     "training_model.visualize_each_iters=0", f"losses.resnet_pl.weight={pl}", f"losses.resnet_pl.weights_path={th}",
-    "trainer.recompute_prediction_for_discriminator=false"])
+    "trainer.recompute_prediction_for_discriminator=false", f"data.val.indir={sys.argv[6]}",
+    "data.val.out_size=64", "trainer.val_every_n_steps=1"])
 t = Trainer(cfg, out, progress_bar=False)
 first = epoch_batches(len(t.train_set), 0, t.seed, batch, t.rank, t.world)[0]
 b, _ = collate([t.train_set[i] for i in first])
@@ -260,14 +274,14 @@ grads = {f"{name}.{k}": p.grad.clone() for name, net in (("generator", t.generat
          for k, p in net.named_parameters()}
 if t.is_main:
     torch.save({"losses": losses, "grads": grads}, out + ".step1.pt")
-t.fit()  # and the loop runs in this mode: rank 0 writes, the others wait
+t.fit()  # the loop in this mode: rank 0 writes; validation of 1 image (rank 1 scores none)
 from lama.dist import shutdown
 shutdown()
 """
 
 
 @pytest.mark.parametrize("resnet_pl", [0, 30])
-def test_two_processes_with_batch_2_equal_one_process_with_batch_4(photos, tmp_path, resnet_pl):
+def test_two_processes_with_batch_2_equal_one_process_with_batch_4(photos, tmp_path, resnet_pl, offline_metric_hub):
     """One step: same seed, synchronised BatchNorm (G, D and the ResNetPL encoder), averaged gradients. The losses
     and the clipped gradients of G and D equal those of one process with the whole batch.
 
@@ -282,8 +296,10 @@ def test_two_processes_with_batch_2_equal_one_process_with_batch_4(photos, tmp_p
     write_resnet_pl_weights(tmp_path / "th")
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT)
+    (tmp_path / "val").mkdir()
+    Image.open(photos / "coffee.png").save(tmp_path / "val" / "coffee.png")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    args = [str(photos), str(tmp_path / "one"), "4", str(tmp_path / "th"), str(resnet_pl)]
+    args = [str(photos), str(tmp_path / "one"), "4", str(tmp_path / "th"), str(resnet_pl), str(tmp_path / "val")]
     one = run_job([sys.executable, str(script), *args], env)
     assert one.returncode == 0, one.stderr[-4000:]
     args[1:3] = [str(tmp_path / "two"), "2"]
@@ -306,7 +322,9 @@ def test_two_processes_with_batch_2_equal_one_process_with_batch_4(photos, tmp_p
                 continue
             allowed = rel * float(g.abs().max())
             assert float((g - b["grads"][key]).abs().max()) <= allowed, key
-    assert losses_by_step(tmp_path / "two")[2]["gen_total"] > 0  # the 2-process loop ran and rank 0 logged
+    two_log, one_log = losses_by_step(tmp_path / "two"), losses_by_step(tmp_path / "one")
+    assert two_log[2]["gen_total"] > 0  # the 2-process loop ran and rank 0 logged
+    assert two_log[2]["val/lpips"] == pytest.approx(one_log[2]["val/lpips"], rel=0.05)
 
 
 def test_bf16_autocast_steps_are_finite_and_close_to_fp32(photos, tmp_path):
@@ -375,3 +393,21 @@ def test_the_training_demo_writes_its_plot_and_table(tmp_path, offline_metric_hu
     held = {p.name.rsplit("_", 1)[0] for p in (tmp_path / "run" / "data" / "val").iterdir()}
     assert held == set(HELD_OUT)
     assert not {p.stem for p in (tmp_path / "run" / "data" / "train").iterdir()} & set(HELD_OUT)
+
+
+def test_options_the_trainer_does_not_implement_are_refused():
+    for override, key in (("optimizers.generator.kind=adamw", "optimizers.generator.kind"),
+                          ("losses.adversarial.mask_scale_mode=maxpool", "mask_scale_mode"),
+                          ("+losses.feature_matching.pass_mask=true", "pass_mask"),
+                          ("trainer.limit_train_batches=0.5", "limit_train_batches")):
+        with pytest.raises(LamaError, match=key):
+            load_training_config("tiny-cpu", [override])
+
+
+def test_without_the_adversarial_loss_the_discriminator_is_not_trained(photos, tmp_path):
+    t = Trainer(tiny(photos, "trainer.max_steps=2", "losses.adversarial.weight=0", "losses.feature_matching.weight=0"),
+                tmp_path / "run", progress_bar=False)
+    before = {k: v.detach().clone() for k, v in t.discriminator.named_parameters()}
+    t.fit()  # (its BatchNorm statistics still move: the generator step runs it, as the official one does)
+    assert all(torch.equal(v, dict(t.discriminator.named_parameters())[k]) for k, v in before.items())
+    assert "discr_adv" not in losses_by_step(tmp_path / "run")[2]

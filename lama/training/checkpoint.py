@@ -46,8 +46,9 @@ def set_rng_states(states: Mapping[str, Any]) -> None:
     np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     p = states["python"]
     random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+    if "cuda" in states and torch.cuda.is_available():  # a machine with fewer GPUs restores what it has
+        for i, state in enumerate(states["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(state, i)
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
@@ -123,7 +124,10 @@ def read_init_weights(source: str) -> tuple[dict[str, dict[str, torch.Tensor]], 
     from ..safe_pickle import inert_to_plain, load_checkpoint
 
     path = Path(source)
-    ckpt_file = path / "models" / "best.ckpt" if path.is_dir() else path
+    ckpt_file = path
+    if path.is_dir():  # a released folder has best.ckpt; a run of this trainer may only have last.ckpt so far
+        ckpt_file = next((p for p in (path / "models" / "best.ckpt", path / "models" / "last.ckpt") if p.is_file()),
+                         path / "models" / "best.ckpt")
     if ckpt_file.is_file() and ckpt_file.suffix == ".ckpt":
         ckpt = load_checkpoint(ckpt_file)
         tensors = ckpt.get("state_dict") if isinstance(ckpt, Mapping) else None

@@ -77,7 +77,37 @@ def check_config(cfg: dict[str, Any], origin: str) -> None:
         raise LamaError(f"trainer.precision must be 32, bf16 or 16, not {precision!r}")
     if int(cfg["data"].get("batch_size", 0)) < 1:
         raise LamaError("data.batch_size must be at least 1")
-    if cfg["losses"].get("adversarial", {}).get("kind", "r1") != "r1":
-        raise LamaError("only losses.adversarial.kind: r1 (LaMa's non-saturating loss with R1) is implemented")
+    for dotted in ("data.train", "losses.l1", "losses.adversarial", "optimizers.generator", "optimizers.discriminator"):
+        if not isinstance(_get(cfg, dotted), dict):
+            raise LamaError(f"{origin} lacks the section {dotted}")
+    limit = cfg["trainer"].get("limit_train_batches")
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise LamaError(f"trainer.limit_train_batches must be a number of steps (1 or more) or null, not {limit!r}")
+    # Options of the official configs that the LaMa recipes leave at one value: only that value is implemented,
+    # so a config that asks for another one fails here instead of being silently trained otherwise.
+    for dotted, value in _FIXED.items():
+        got = _get(cfg, dotted)
+        if got is not None and got != value:
+            raise LamaError(f"{dotted}: {got!r} is not implemented (LaMa's recipes use {value!r})")
     if float(cfg["losses"].get("perceptual", {}).get("weight", 0)) != 0:
         raise LamaError("losses.perceptual.weight > 0 (the VGG loss) is not implemented; LaMa's configs set it to 0")
+
+
+_FIXED = {
+    "losses.adversarial.kind": "r1", "losses.adversarial.allow_scale_mask": True,
+    "losses.adversarial.mask_scale_mode": "nearest", "losses.adversarial.extra_mask_weight_for_gen": 0,
+    "losses.adversarial.use_unmasked_for_gen": True, "losses.adversarial.use_unmasked_for_discr": True,
+    "losses.feature_matching.pass_mask": False, "training_model.kind": "default", "training_model.concat_mask": True,
+    "training_model.image_to_discriminator": "predicted_image", "optimizers.generator.kind": "adam",
+    "optimizers.discriminator.kind": "adam", "discriminator.kind": "pix2pixhd_nlayer",
+    "evaluator.integral_kind": "ssim_fid100_f1", "evaluator.inpainted_key": "inpainted",
+}
+
+
+def _get(cfg: dict[str, Any], dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node

@@ -71,6 +71,10 @@ def epoch_batches(n_items: int, epoch: int, seed: int, batch_size: int, rank: in
             for s in range(steps)]
 
 
+def _prefixed(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
 def psnr_in_hole(pred: Tensor, target: Tensor, mask: Tensor) -> list[float]:
     """PSNR (dB) of each image over its hole pixels only (what inpainting changes), capped at 100 dB."""
     se = ((pred - target) ** 2 * mask).sum(dim=(1, 2, 3))
@@ -103,13 +107,15 @@ class Trainer:
 
     def __init__(self, config: dict[str, Any], run_dir: str | Path, resume: bool = False,
                  init_from: str | None = None, progress_bar: bool = True):
+        if resume and init_from:
+            raise LamaError("--resume continues a run with its own weights; --init-from starts a new run: pass one")
         self.cfg = config
         self.run_dir = Path(run_dir)
-        self.rank, self.world = dist.init_from_env()
-        self.is_main = self.rank == 0
-        self.progress_bar = progress_bar and self.is_main
         tcfg = config["trainer"]
         self.device = self._device(str(tcfg.get("device", "auto")))
+        self.rank, self.world = dist.init_from_env("nccl" if self.device.type == "cuda" else "gloo")
+        self.is_main = self.rank == 0
+        self.progress_bar = progress_bar and self.is_main
         self.precision = str(tcfg.get("precision", 32))
         if self.precision == "16" and self.device.type != "cuda":
             raise LamaError("trainer.precision=16 needs CUDA (fp16 with a grad scaler); use bf16 on the CPU")
@@ -125,8 +131,11 @@ class Trainer:
                                                gp_coef=float(losses["adversarial"].get("gp_coef", 0.001)),
                                                mask_as_fake_target=bool(
                                                    losses["adversarial"].get("mask_as_fake_target", True)))
-        init = read_init_weights(init_from) if init_from and not resume else None
-        self.resnet_pl = self._resnet_pl(losses.get("resnet_pl", {}), init[0]["resnet_pl"] if init else {})
+        init = read_init_weights(init_from) if init_from else None
+        resumed = load_training_checkpoint(self.run_dir / "models" / "last.ckpt") if resume else None
+        # the encoder of a with-discr fine-tune (or of a resumed run) comes with the weights: no ADE20k file needed
+        encoder_state = init[0]["resnet_pl"] if init else _prefixed(resumed["state_dict"], RESNET_PL) if resumed else {}
+        self.resnet_pl = self._resnet_pl(losses.get("resnet_pl", {}), encoder_state)
         if init:
             self._init_from(*init)
         if self.world > 1 and tcfg.get("sync_batchnorm", True):
@@ -151,8 +160,8 @@ class Trainer:
             files = list_images(vcfg["indir"])[: int(vcfg.get("max_images") or 10**9)]
             self.val_set = ValDataset(files, size=int(vcfg.get("out_size", 256)),
                                       mask_preset=vcfg.get("mask_preset", "random_medium_256"), seed=self.seed)
-        if resume:
-            self._resume(self.run_dir / "models" / "last.ckpt")
+        if resumed:
+            self._resume(resumed, str(self.run_dir / "models" / "last.ckpt"))
         self._writer = None
         self._val_metrics = None
         self._last_val_step: int | None = None
@@ -161,13 +170,16 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ set-up
 
     def _device(self, name: str) -> torch.device:
-        if name != "auto":
-            return torch.device(name)
-        if torch.cuda.is_available():
-            import os
+        """``auto``: the GPU of this process (``LOCAL_RANK``) if CUDA is available, else the CPU; ``cuda`` without
+        an index also means this process's GPU."""
+        import os
 
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        return torch.device("cpu")
+        if name == "auto":
+            name = "cuda" if torch.cuda.is_available() else "cpu"
+        device = torch.device(name)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return device
 
     def _resnet_pl(self, cfg: dict[str, Any], init_state: dict[str, Tensor]) -> nn.Module | None:
         weight = float(cfg.get("weight", 0))
@@ -176,8 +188,8 @@ class Trainer:
         from .resnet_pl import ResNetPL, encoder_from_state
 
         batch_stats = bool(cfg.get("batch_stats", True))
-        if init_state:  # big-lama-with-discr carries the encoder: no ADE20k download needed
-            encoder = encoder_from_state(init_state, "the --init-from checkpoint's loss_resnet_pl.impl.* keys")
+        if init_state:  # from the checkpoint (big-lama-with-discr, a resumed run): no ADE20k file needed
+            encoder = encoder_from_state(init_state, "the checkpoint's loss_resnet_pl.impl.* weights")
             return ResNetPL(encoder, weight, batch_stats).to(self.device)
         return ResNetPL.from_path(cfg.get("weights_path"), weight, batch_stats).to(self.device)
 
@@ -211,28 +223,36 @@ class Trainer:
         return {"state_dict": self.state_dict(), "optimizer_states": [self.opt_g.state_dict(), self.opt_d.state_dict()],
                 "scaler": self.scaler.state_dict(), "global_step": s.step, "epoch": s.epoch,
                 "batch_in_epoch": s.batch_in_epoch, "best_value": s.best_value, "best_step": s.best_step,
-                "skipped_images": s.skipped_images, "rng_states": rng_states(), "world_size": self.world,
-                "hyper_parameters": self.cfg}
+                "skipped_images": s.skipped_images, "rng_states": rng_states(),
+                "data_signature": self._data_signature(), "hyper_parameters": self.cfg}
 
-    def _resume(self, path: Path) -> None:
-        ckpt = load_training_checkpoint(path)
+    def _resume(self, ckpt: dict[str, Any], origin: str) -> None:
         sd = ckpt["state_dict"]
-        load_exact(self.generator, {k[len(GENERATOR):]: v for k, v in sd.items() if k.startswith(GENERATOR)},
-                   "generator", str(path))
-        load_exact(self.discriminator, {k[len(DISCRIMINATOR):]: v for k, v in sd.items()
-                                        if k.startswith(DISCRIMINATOR)}, "discriminator", str(path))
-        if self.resnet_pl is not None:
-            enc = {k[len(RESNET_PL):]: v for k, v in sd.items() if k.startswith(RESNET_PL)}
-            if enc:
-                load_exact(self.resnet_pl.impl, enc, "ResNetPL encoder", str(path))
+        load_exact(self.generator, _prefixed(sd, GENERATOR), "generator", origin)
+        load_exact(self.discriminator, _prefixed(sd, DISCRIMINATOR), "discriminator", origin)
         self.opt_g.load_state_dict(ckpt["optimizer_states"][0])
         self.opt_d.load_state_dict(ckpt["optimizer_states"][1])
-        self.scaler.load_state_dict(ckpt["scaler"])
+        for opt, name in ((self.opt_g, "generator"), (self.opt_d, "discriminator")):  # the config's lr wins
+            for group in opt.param_groups:
+                group["lr"] = float(self.cfg["optimizers"][name]["lr"])
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
         self.state = Progress(ckpt["global_step"], ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["best_value"],
                               ckpt["best_step"], ckpt.get("skipped_images", 0))
         set_rng_states(ckpt["rng_states"])
+        data = self._data_signature()
+        changed = [f"{k} {ckpt.get('data_signature', {}).get(k)} -> {v}" for k, v in data.items()
+                   if ckpt.get("data_signature", {}).get(k) != v]
+        if changed and self.is_main:
+            LOGGER.warning("resuming with a different %s: the run goes on, but the data order is no longer the one "
+                           "an uninterrupted run would have seen", "; ".join(changed))
         if self.is_main:
-            LOGGER.info("resumed %s at step %d (epoch %d)", path, self.state.step, self.state.epoch)
+            LOGGER.info("resumed %s at step %d (epoch %d)", origin, self.state.step, self.state.epoch)
+
+    def _data_signature(self) -> dict[str, Any]:
+        """What the order of the training batches depends on (checked on resume)."""
+        return {"world_size": self.world, "batch_size": int(self.cfg["data"]["batch_size"]), "seed": self.seed,
+                "n_images": len(self.train_set), "limit_train_batches": self.cfg["trainer"].get("limit_train_batches")}
 
     # ------------------------------------------------------------------------------------------ one step
 
@@ -278,6 +298,13 @@ class Trainer:
         g_total = sum(terms.values())
         self._clip_and_step(g_total, list(G.parameters()), self.opt_g)
 
+        out = {k: float(v.detach()) for k, v in terms.items()}
+        out["gen_total"] = float(g_total.detach())
+        self._last = {"img": img, "mask": mask, "pred": pred.detach().float()}
+        if self.adversarial.weight == 0:  # as the official trainer: no adversarial loss, no discriminator step
+            self.scaler.update()
+            return out
+
         _requires_grad(G, False)
         _requires_grad(D, True)
         if self.cfg["trainer"].get("recompute_prediction_for_discriminator", True):
@@ -296,11 +323,8 @@ class Trainer:
         self.scaler.update()
         _requires_grad(G, True)
 
-        out = {k: float(v.detach()) for k, v in terms.items()}
-        out["gen_total"] = float(g_total.detach())
         out["discr_adv"] = float(d_loss.detach())
         out.update({k: float(v) for k, v in d_metrics.items()})
-        self._last = {"img": img, "mask": mask, "pred": pred.detach().float()}
         return out
 
     # ------------------------------------------------------------------------------------------ the loop
@@ -311,8 +335,9 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             with atomic_write(self.run_dir / "config.yaml", "w") as f:
                 yaml.safe_dump(self.cfg, f, sort_keys=False)
-        max_steps = tcfg.get("max_steps") or math.inf
-        max_epochs = int(tcfg.get("max_epochs", 1))
+            self._trim_log()
+        max_steps = math.inf if tcfg.get("max_steps") is None else int(tcfg["max_steps"])
+        max_epochs = math.inf if tcfg.get("max_epochs") is None else int(tcfg["max_epochs"])
         batch_size = int(dcfg["batch_size"])
         bar = self._bar(max_steps, max_epochs)
         deadline = time.monotonic() + 60 * float(tcfg["max_minutes"]) if tcfg.get("max_minutes") is not None else None
@@ -340,9 +365,10 @@ class Trainer:
             else:
                 self.state.epoch += 1
                 self.state.batch_in_epoch = 0
+        self.save("last.ckpt")
         if self.val_set is not None and self._last_val_step != self.state.step:
             self.validate()
-        self.save("last.ckpt")
+            self.save("last.ckpt")  # with the validation's best value
         if bar is not None:
             bar.close()
         if self._writer is not None:
@@ -415,10 +441,26 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ outputs
 
     def save(self, name: str) -> None:
-        payload = self._payload()  # every process takes part in nothing here; rank 0 writes
+        """Rank 0 writes (atomically); every process learns whether it worked, so none waits forever."""
+        error = None
         if self.is_main:
-            save_checkpoint(self.run_dir / "models" / name, payload)
-        dist.barrier()
+            try:
+                save_checkpoint(self.run_dir / "models" / name, self._payload())
+            except Exception as e:  # disk full, permissions: reported on every process
+                error = e
+        if self._sum(float(error is not None)):
+            raise LamaError(f"could not write {self.run_dir / 'models' / name}: {error or 'failed on rank 0'}")
+
+    def _trim_log(self) -> None:
+        """A fresh run starts a fresh metrics.csv; a resumed one drops the rows logged after its checkpoint (the
+        steps that are about to be run again)."""
+        if not self.metrics_csv.exists():
+            return
+        with open(self.metrics_csv, newline="") as f:
+            rows = list(csv.reader(f))
+        keep = [r for r in rows[1:] if self.state.step > 0 and int(r[0]) <= self.state.step]
+        with atomic_write(self.metrics_csv, "w") as f:
+            csv.writer(f).writerows(rows[:1] + keep)
 
     def log_scalars(self, values: dict[str, float]) -> None:
         if not self.is_main:
@@ -459,53 +501,66 @@ class Trainer:
         grid = torch.cat([torch.cat([shown, pred, inpainted, img], dim=3)[i] for i in range(img.shape[0])], dim=1)
         arr = (grid.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
         out = self.run_dir / "samples" / name
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(out) as f:
-            Image.fromarray(arr).save(f, format="PNG")
+        try:
+            with atomic_write(out) as f:
+                Image.fromarray(arr).save(f, format="PNG")
+        except OSError as e:  # a picture is not worth stopping a run for
+            LOGGER.warning("could not write the sample grid %s: %s", out, e)
 
     # ------------------------------------------------------------------------------------------ validation
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """FID, LPIPS, SSIM, PSNR and PSNR in the hole of the inpainted validation images (over all processes),
-        the official ``ssim_fid100_f1``, a sample grid; ``best.ckpt`` when that improves."""
+        """FID, LPIPS, SSIM, PSNR and PSNR in the hole of the inpainted validation images, the official
+        ``ssim_fid100_f1``, a sample grid; ``best.ckpt`` when that improves.
+
+        Each process scores its share; the per-image values and Inception features are gathered, so every process
+        computes the same numbers (and takes the same best.ckpt decision) even when its share is empty."""
+        from ..metrics.fid import fid_from_features
+
         if self._val_metrics is None:  # the metric networks load once per run
             from ..metrics import FID, LPIPS, PSNR, SSIM
 
-            self._val_metrics = {"ssim": SSIM(), "lpips": LPIPS(), "fid": FID(), "psnr": PSNR()}
-        metrics = self._val_metrics
-        for m in metrics.values():
-            m.to(self.device).reset()
+            self._val_metrics = {"lpips": LPIPS(), "ssim": SSIM(), "psnr": PSNR(), "fid": FID()}
+        metrics = {k: m.to(self.device) for k, m in self._val_metrics.items()}
         self.generator.eval()
         indices = dist.shard(list(range(len(self.val_set))), self.rank, self.world)
         vb = int(self.cfg["data"].get("val_batch_size", 2))
-        grid, hole_psnr = None, []
-        for start in range(0, max(len(indices), 1), vb):
+        local: dict[str, list] = {"lpips": [], "ssim": [], "psnr": [], "psnr_hole": [], "fake": [], "real": []}
+        grid = None
+        for start in range(0, len(indices), vb):
             batch, _ = collate([self.val_set[i] for i in indices[start:start + vb]])
             if batch is None:
                 continue
             img, mask = batch["image"].to(self.device), batch["mask"].to(self.device)
             with self._autocast():
                 pred = self.generator(torch.cat([img * (1 - mask), mask], dim=1)).float()
-            inpainted = mask * pred + (1 - mask) * img
-            for m in metrics.values():
-                m.update(inpainted.clamp(0, 1), img)
-            hole_psnr += psnr_in_hole(inpainted.clamp(0, 1), img, mask)
+            out = (mask * pred + (1 - mask) * img).clamp(0, 1)
+            for k in ("lpips", "ssim", "psnr"):
+                local[k] += metrics[k].values_of(out, img).double().cpu().tolist()
+            local["psnr_hole"] += psnr_in_hole(out, img, mask)
+            local["fake"].append(metrics["fid"].features(out).cpu())
+            local["real"].append(metrics["fid"].features(img).cpu())
             if grid is None:
                 grid = (img, mask, pred)
         self.generator.train()
         self._last_val_step = self.state.step
-        values = {f"val/{k}": float(m.compute()) for k, m in metrics.items()}
-        hole = [v for part in dist.gather_objects(hole_psnr) for v in part]
-        values["val/psnr_hole"] = float(np.mean(hole)) if hole else math.nan
+        parts = dist.gather_objects(local)
+        merged = {k: [v for p in parts for v in p[k]] for k in local}
+        if not merged["lpips"]:
+            raise LamaError(f"no readable validation image in {self.cfg['data']['val'].get('indir')}")
+        values = {f"val/{k}": float(np.mean(merged[k])) for k in ("lpips", "ssim", "psnr", "psnr_hole")}
+        n = len(merged["lpips"])  # FID needs covariances: at least 2 images (best.ckpt needs FID)
+        values["val/fid"] = float(fid_from_features(torch.cat(merged["real"]), torch.cat(merged["fake"]))) \
+            if n >= 2 else math.nan
         ssim, fid = values["val/ssim"], values["val/fid"]
         fid_rel = max(0.0, 100 - fid) / 100
-        values["val/ssim_fid100_f1"] = 2 * ssim * fid_rel / (ssim + fid_rel + 1e-3)
+        values["val/ssim_fid100_f1"] = 2 * ssim * fid_rel / (ssim + fid_rel + 1e-3) if n >= 2 else math.nan
         self.log_scalars(values)
         if self.is_main and grid is not None:
             self.save_grid(*grid, f"val_step{self.state.step:07d}.png")
         value = values["val/ssim_fid100_f1"]
-        if self.state.best_value is None or value > self.state.best_value:
+        if math.isfinite(value) and (self.state.best_value is None or value > self.state.best_value):
             self.state.best_value, self.state.best_step = value, self.state.step
             self.save("best.ckpt")
         return values
