@@ -435,6 +435,8 @@ class Trainer:
         steps_per_epoch = len(epoch_batches(len(self.train_set), 0, self.seed, int(self.cfg["data"]["batch_size"]),
                                             0, self.world, self.cfg["trainer"].get("limit_train_batches")))
         total = min(max_steps, max_epochs * steps_per_epoch)
+        if self.cfg["trainer"].get("max_minutes") is not None and max_steps == math.inf:
+            total = math.inf  # a time budget: the number of steps is not known
         return tqdm(total=None if total == math.inf else int(total), initial=self.state.step, unit="step",
                     desc="train", dynamic_ncols=True)
 
