@@ -233,7 +233,12 @@ def test_validation_writes_metrics_a_grid_and_best_ckpt(photos, tmp_path, offlin
     run = tmp_path / "run"
     cfg = tiny(photos, "trainer.max_steps=2", "trainer.val_every_n_steps=2", f"data.val.indir={photos}",
                "data.val.max_images=4")
-    Trainer(cfg, run, progress_bar=False).fit()
+    (run).mkdir()
+    (run / "metrics.csv").write_text("step,name,value,time\n7,gen_l1,1.0,0\n")  # an older run's log: dropped
+    t = Trainer(cfg, run, progress_bar=False)
+    t.validate()  # before training, as make train-demo does: kept
+    t.fit()
+    assert sorted(losses_by_step(run)) == [0, 1, 2]
     values = losses_by_step(run)[2]
     for name in ("val/ssim", "val/lpips", "val/fid", "val/psnr", "val/ssim_fid100_f1"):
         assert math.isfinite(values[name]), name

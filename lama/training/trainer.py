@@ -166,6 +166,8 @@ class Trainer:
         self._val_metrics = None
         self._last_val_step: int | None = None
         self.metrics_csv = self.run_dir / "metrics.csv"
+        if self.is_main:
+            self._trim_log(resumed is not None)
 
     # ------------------------------------------------------------------------------------------ set-up
 
@@ -335,7 +337,6 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             with atomic_write(self.run_dir / "config.yaml", "w") as f:
                 yaml.safe_dump(self.cfg, f, sort_keys=False)
-            self._trim_log()
         max_steps = math.inf if tcfg.get("max_steps") is None else int(tcfg["max_steps"])
         max_epochs = math.inf if tcfg.get("max_epochs") is None else int(tcfg["max_epochs"])
         batch_size = int(dcfg["batch_size"])
@@ -453,14 +454,14 @@ class Trainer:
         if self._sum(float(error is not None)):
             raise LamaError(f"could not write {self.run_dir / 'models' / name}: {error or 'failed on rank 0'}")
 
-    def _trim_log(self) -> None:
+    def _trim_log(self, resumed: bool) -> None:
         """A fresh run starts a fresh metrics.csv; a resumed one drops the rows logged after its checkpoint (the
         steps that are about to be run again)."""
         if not self.metrics_csv.exists():
             return
         with open(self.metrics_csv, newline="") as f:
             rows = list(csv.reader(f))
-        keep = [r for r in rows[1:] if self.state.step > 0 and int(r[0]) <= self.state.step]
+        keep = [r for r in rows[1:] if resumed and int(r[0]) <= self.state.step]
         with atomic_write(self.metrics_csv, "w") as f:
             csv.writer(f).writerows(rows[:1] + keep)
 
