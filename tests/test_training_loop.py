@@ -404,6 +404,7 @@ def test_options_the_trainer_does_not_implement_are_refused():
     for override, key in (("optimizers.generator.kind=adamw", "optimizers.generator.kind"),
                           ("losses.adversarial.mask_scale_mode=maxpool", "mask_scale_mode"),
                           ("+losses.feature_matching.pass_mask=true", "pass_mask"),
+                          ("+training_model.average_generator=true", "average_generator"),
                           ("trainer.limit_train_batches=0.5", "limit_train_batches")):
         with pytest.raises(LamaError, match=key):
             load_training_config("tiny-cpu", [override])

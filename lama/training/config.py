@@ -87,7 +87,7 @@ def check_config(cfg: dict[str, Any], origin: str) -> None:
     # so a config that asks for another one fails here instead of being silently trained otherwise.
     for dotted, value in _FIXED.items():
         got = _get(cfg, dotted)
-        if got is not None and got != value:
+        if got is not None and got != value and not (value is None and got == {}):
             raise LamaError(f"{dotted}: {got!r} is not implemented (LaMa's recipes use {value!r})")
     if float(cfg["losses"].get("perceptual", {}).get("weight", 0)) != 0:
         raise LamaError("losses.perceptual.weight > 0 (the VGG loss) is not implemented; LaMa's configs set it to 0")
@@ -101,6 +101,8 @@ _FIXED = {
     "training_model.image_to_discriminator": "predicted_image", "optimizers.generator.kind": "adam",
     "optimizers.discriminator.kind": "adam", "discriminator.kind": "pix2pixhd_nlayer",
     "evaluator.integral_kind": "ssim_fid100_f1", "evaluator.inpainted_key": "inpainted",
+    "training_model.average_generator": False, "training_model.add_noise_kwargs": None,
+    "training_model.fake_fakes_proba": 0,
 }
 
 
