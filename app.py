@@ -19,6 +19,9 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="LaMa inpainting demo")
     p.add_argument("--model", default=None, help="any lama.load_model source (default: $LAMA_MODEL or big-lama)")
     p.add_argument("--device", default="auto", help="cpu, cuda, mps or auto")
+    p.add_argument("--dtype", default=os.environ.get("LAMA_DEMO_DTYPE", "auto"),
+                   help="auto (bfloat16 on CPUs with native bf16, float16 on CUDA, else float32), float32, bfloat16 "
+                        "or float16")
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     p.add_argument("--max-megapixels", type=float, default=None, help="largest photo accepted (default 16)")
@@ -28,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     from demo.backend import Backend, Settings
     from demo.ui import build_demo, launch_kwargs
 
-    settings = Settings(model=args.model, device=args.device)
+    settings = Settings(model=args.model, device=args.device, dtype=args.dtype)
     if args.max_megapixels:
         settings.max_megapixels = args.max_megapixels
     backend = Backend(settings)

@@ -19,6 +19,7 @@ class Settings:
 
     model: str | None = None  # any lama.load_model source; None: $LAMA_MODEL, else the big-lama preset
     device: str = "auto"
+    dtype: str = os.environ.get("LAMA_DEMO_DTYPE", "auto")  # auto: bf16 on CPUs with native bf16, fp16 on CUDA
     max_megapixels: float = float(os.environ.get("LAMA_DEMO_MAX_MEGAPIXELS", "16"))
     min_side: int = 16  # the generator needs a 2x2 bottleneck; smaller photos are refused with a message
     editor_max_side: int = int(os.environ.get("LAMA_DEMO_EDITOR_MAX_SIDE", "1024"))
@@ -42,9 +43,10 @@ class Backend:
         source = self.settings.model or lama.default_source()
         try:
             t = time.perf_counter()
-            self.inpainter = lama.load_model(source, device=self.settings.device)
+            self.inpainter = lama.load_model(source, device=self.settings.device, dtype=self.settings.dtype)
             self.name = f"LaMa ({self.inpainter.source})"
-            log.info("loaded %s in %.1f s", self.name, time.perf_counter() - t)
+            log.info("loaded %s in %.1f s on %s in %s (dtype=%s)", self.name, time.perf_counter() - t,
+                     self.inpainter.device, str(self.inpainter.dtype).removeprefix("torch."), self.settings.dtype)
         except lama.LamaError as e:
             self.notice = (
                 f"**LaMa weights were not found**, so this demo fills holes with OpenCV's classical Telea method "

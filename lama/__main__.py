@@ -167,8 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "(default: x_mask*.png beside each x.png)")
     p.add_argument("--output", required=True, help="output folder")
     p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                   help="bfloat16 on recent CPUs and GPUs, float16 on CUDA; FFTs stay float32")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"],
+                   help="bfloat16 on recent CPUs and GPUs, float16 on CUDA; auto: float16 on CUDA, bfloat16 on a CPU "
+                        "with AMX or AVX512-BF16, else float32; FFTs stay float32")
     p.add_argument("--preset", default=None, help="structure for weight files without a config")
     p.add_argument("--dilate", type=int, default=0, help="grow the mask by this many pixels")
     p.add_argument("--jpeg-quality", type=int, default=95)

@@ -19,13 +19,20 @@ CLIENTS, REQUESTS = 16, 3
 def app(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("load")
     with running_app(small_model(tmp / "model"), tmp / "app.log") as (url, proc):
-        yield url, proc
+        yield url, proc, tmp / "app.log"
+
+
+def test_the_demo_runs_in_the_dtype_auto_chose_and_says_so(app):
+    from lama.inpainter import native_bf16_cpu
+
+    expected = "bfloat16" if native_bf16_cpu() else "float32"
+    assert f"on cpu in {expected} (dtype=auto)" in app[2].read_text()
 
 
 def test_48_concurrent_requests_all_succeed_with_bounded_memory(app, tmp_path):
     from gradio_client import Client, handle_file
 
-    url, proc = app
+    url, proc, _ = app
     rng = np.random.default_rng(0)
     photo, mask = tmp_path / "p.png", tmp_path / "m.png"
     Image.fromarray(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)).save(photo)
