@@ -45,8 +45,9 @@ class Backend:
             t = time.perf_counter()
             self.inpainter = lama.load_model(source, device=self.settings.device, dtype=self.settings.dtype)
             self.name = f"LaMa ({self.inpainter.source})"
-            log.info("loaded %s in %.1f s on %s in %s (dtype=%s)", self.name, time.perf_counter() - t,
-                     self.inpainter.device, str(self.inpainter.dtype).removeprefix("torch."), self.settings.dtype)
+            fast = self.inpainter.fast.extra_repr() if self.inpainter.fast is not None else "reference path"
+            log.info("loaded %s in %.1f s on %s in %s (dtype=%s), fast path %s", self.name, time.perf_counter() - t,
+                     self.inpainter.device, str(self.inpainter.dtype).removeprefix("torch."), self.settings.dtype, fast)
         except lama.LamaError as e:
             self.notice = (
                 f"**LaMa weights were not found**, so this demo fills holes with OpenCV's classical Telea method "

@@ -341,6 +341,9 @@ class FastGenerator(nn.Module):
         self.requires_grad_(False)
         self.to(memory_format=CL)
 
+    def extra_repr(self) -> str:
+        return f"kernel={'winograd' if self.winograd else 'direct'}"
+
     def _band_rows(self, width: int) -> int:
         """Rows per band so that a 64-channel full-resolution band stays near BAND_ELEMENTS values."""
         return max(16, BAND_ELEMENTS // (64 * width))

@@ -129,11 +129,14 @@ class Inpainter:
             from .fast import FastGenerator, supports
 
             if supports(generator):
-                self.fast = FastGenerator(generator).to(self.device, self.dtype)
+                from .kernel_choice import choose_kernel
+
+                kernel = choose_kernel(generator, self.dtype, self.device)
+                self.fast = FastGenerator(generator, winograd=kernel == "winograd").to(self.device, self.dtype)
 
     def __repr__(self) -> str:
         return (f"Inpainter(source={self.source!r}, device={self.device}, dtype={self.dtype}, "
-                f"fast={self.fast is not None})")
+                f"fast={self.fast.extra_repr().removeprefix('kernel=') if self.fast is not None else 'off'})")
 
     @torch.inference_mode()
     def predict_raw(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """Shared fixtures: small random-weight generators and the official reference checkpoint."""
 
 import contextlib
+import os
 import subprocess
 import urllib.error
 from pathlib import Path
@@ -9,6 +10,10 @@ import pytest
 import torch
 
 from lama.testing import SMALL_GENERATOR, randomize_bn  # noqa: F401 (the tests' shared fixtures)
+
+# The fast path's kernel is measured per machine (lama.kernel_choice); the tests fix it so that their results do
+# not depend on a timing (subprocesses inherit it). tests/test_kernel_choice.py tests the measuring itself.
+os.environ.setdefault("LAMA_FAST_KERNEL", "winograd")
 
 DATA = Path(__file__).parent / "data"
 OFFICIAL = DATA / "official_reference"

@@ -26,7 +26,7 @@ def test_the_demo_runs_in_the_dtype_auto_chose_and_says_so(app):
     from lama.inpainter import native_bf16_cpu
 
     expected = "bfloat16" if native_bf16_cpu() else "float32"
-    assert f"on cpu in {expected} (dtype=auto)" in app[2].read_text()
+    assert f"on cpu in {expected} (dtype=auto), fast path kernel=" in app[2].read_text()
 
 
 def test_48_concurrent_requests_all_succeed_with_bounded_memory(app, tmp_path):

@@ -1,0 +1,93 @@
+"""The fast path's per-machine kernel choice: measured once, cached per CPU model / torch / dtype / threads / shape,
+forced by LAMA_FAST_KERNEL; either kernel computes the same function."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import lama.kernel_choice as kc
+from lama.errors import LamaError
+from lama.fast import FastGenerator
+from lama.generator import FFCResNetGenerator
+from lama.inpainter import Inpainter
+from lama.testing import SMALL_GENERATOR, randomize_bn
+
+
+@pytest.fixture
+def small():
+    gen = FFCResNetGenerator(**{k: v for k, v in SMALL_GENERATOR.items() if k != "kind"})
+    return randomize_bn(gen).eval()
+
+
+@pytest.fixture
+def measuring(tmp_path, monkeypatch):
+    """auto mode with a fresh cache; records which kernels were timed."""
+    monkeypatch.setenv("LAMA_FAST_KERNEL", "auto")
+    monkeypatch.setenv("LAMA_CACHE_DIR", str(tmp_path))
+    timed = []
+
+    def fake_seconds(gen, kernel, dtype, repeats=2):
+        timed.append(kernel)
+        return {"winograd": 2.0, "direct": 1.0}[kernel]
+
+    monkeypatch.setattr(kc, "_seconds", fake_seconds)
+    return tmp_path / "fast_kernels.json", timed
+
+
+def test_the_faster_kernel_is_chosen_once_and_remembered(small, measuring):
+    cache, timed = measuring
+    assert kc.choose_kernel(small, torch.float32) == "direct"
+    assert sorted(timed) == ["direct", "winograd"]
+    assert json.loads(cache.read_text()) == {kc.machine_key(small, torch.float32): "direct"}
+    assert kc.choose_kernel(small, torch.float32) == "direct"
+    assert len(timed) == 2  # from the cache, not measured again
+    assert kc.choose_kernel(small, torch.bfloat16) == "direct" and len(timed) == 4  # another dtype: measured
+
+
+def test_another_cpu_or_torch_version_measures_again(small, measuring, monkeypatch):
+    cache, timed = measuring
+    kc.choose_kernel(small, torch.float32)
+    monkeypatch.setattr(kc, "cpu_model", lambda: "Another CPU")
+    kc.choose_kernel(small, torch.float32)
+    assert len(timed) == 4
+    monkeypatch.setattr(torch, "__version__", "9.9.9")
+    kc.choose_kernel(small, torch.float32)
+    assert len(timed) == 6 and len(json.loads(cache.read_text())) == 3
+
+
+def test_a_corrupt_cache_is_ignored_and_rewritten(small, measuring):
+    cache, timed = measuring
+    cache.write_text("{not json")
+    assert kc.choose_kernel(small, torch.float32) == "direct"
+    assert json.loads(cache.read_text()) == {kc.machine_key(small, torch.float32): "direct"}
+    cache.write_text(json.dumps({kc.machine_key(small, torch.float32): "bogus"}))
+    assert kc.choose_kernel(small, torch.float32) == "direct" and len(timed) == 4
+
+
+def test_forcing_a_kernel_and_bad_values(small, monkeypatch):
+    monkeypatch.setenv("LAMA_FAST_KERNEL", "direct")
+    assert kc.choose_kernel(small, torch.float32) == "direct"
+    assert "fast=direct" in repr(Inpainter(small, device="cpu"))
+    monkeypatch.setenv("LAMA_FAST_KERNEL", "winograd")
+    assert "fast=winograd" in repr(Inpainter(small, device="cpu"))
+    monkeypatch.setenv("LAMA_FAST_KERNEL", "fastest")
+    with pytest.raises(LamaError, match="LAMA_FAST_KERNEL"):
+        kc.choose_kernel(small, torch.float32)
+
+
+def test_the_inpainter_uses_the_measured_choice(small, measuring):
+    inp = Inpainter(small, device="cpu")
+    assert not inp.fast.winograd and "kernel=direct" in repr(inp.fast)
+
+
+def test_a_real_measurement_picks_one_of_the_kernels_and_both_compute_the_same(small, tmp_path, monkeypatch):
+    monkeypatch.setenv("LAMA_FAST_KERNEL", "auto")
+    monkeypatch.setenv("LAMA_CACHE_DIR", str(tmp_path))
+    assert kc.choose_kernel(small, torch.float32) in kc.KERNELS
+    x = torch.rand(1, 4, 72, 120)
+    ref = small(x)
+    for winograd in (True, False):
+        assert (FastGenerator(small, winograd=winograd)(x) - ref).abs().max() <= 1e-5
