@@ -101,7 +101,8 @@ def child_time(weights: str, size: int, repeats: int, out: str, photo: str | Non
     for n in models:
         d = (outs[n] - ref).abs()
         mse = float((outs[n] - ref).pow(2).mean())
-        res["variants"][n] = {"median_s": statistics.median(times[n]), "runs": times[n],
+        kernel = models[n].fast.extra_repr().removeprefix("kernel=") if models[n].fast is not None else "-"
+        res["variants"][n] = {"median_s": statistics.median(times[n]), "runs": times[n], "kernel": kernel,
                               "max_abs_diff": float(d.max()),
                               "psnr_db": float("inf") if mse == 0 else 10 * math.log10(1 / mse)}
     Path(out).write_text(json.dumps(res))
@@ -213,13 +214,13 @@ def main(argv: list[str] | None = None) -> int:
 def _print_size(r: dict) -> None:
     ref = r["variants"]["reference fp32"]["median_s"]
     print(f"\n{r['size']}x{r['size']}: {r['gflop']:.0f} GFLOP")
-    print(f"  {'variant':16} {'median s':>9} {'vs ref':>7} {'GFLOP/s':>8} {'max|Δ|':>9} {'PSNR dB':>8} "
-          f"{'peak RSS MB':>12}")
+    print(f"  {'variant':16} {'kernel':>8} {'median s':>9} {'vs ref':>7} {'GFLOP/s':>8} {'max|Δ|':>9} "
+          f"{'PSNR dB':>8} {'peak RSS MB':>12}")
     for n, v in r["variants"].items():
         rss = f"{v['peak_rss_mb']:12.0f}" if "peak_rss_mb" in v else f"{'-':>12}"
         psnr = "inf" if math.isinf(v["psnr_db"]) else f"{v['psnr_db']:.1f}"
-        print(f"  {n:16} {v['median_s']:9.2f} {ref / v['median_s']:6.2f}x {r['gflop'] / v['median_s']:8.0f} "
-              f"{v['max_abs_diff']:9.1e} {psnr:>8} {rss}")
+        print(f"  {n:16} {v.get('kernel', '-'):>8} {v['median_s']:9.2f} {ref / v['median_s']:6.2f}x "
+              f"{r['gflop'] / v['median_s']:8.0f} {v['max_abs_diff']:9.1e} {psnr:>8} {rss}")
 
 
 if __name__ == "__main__":
