@@ -350,11 +350,17 @@ class Trainer:
             loader = torch.utils.data.DataLoader(self.train_set, batch_sampler=batches[self.state.batch_in_epoch:],
                                                  collate_fn=collate, num_workers=int(dcfg.get("num_workers", 0)))
             for batch, skipped in loader:
-                if self.state.step >= max_steps or (deadline is not None and self._sum(time.monotonic() > deadline)):
+                if self.state.step >= max_steps:
+                    break
+                # one all-reduce a step: past the deadline anywhere, images skipped, processes without a batch
+                late, skipped, empty = self._sum_over_processes(
+                    [float(deadline is not None and time.monotonic() > deadline), float(skipped),
+                     float(batch is None)])
+                if late:
                     max_steps = self.state.step  # stop here (all processes agree on the deadline)
                     break
-                self.state.skipped_images += int(self._sum(float(skipped)))
-                if not self._all_have_data(batch is not None):
+                self.state.skipped_images += int(skipped)
+                if empty:  # all-or-none, so that the collectives stay in step
                     self.state.batch_in_epoch += 1
                     continue
                 img, mask = batch["image"].to(self.device), batch["mask"].to(self.device)
@@ -385,29 +391,19 @@ class Trainer:
             raise LamaError(f"out of memory in the first training step with data.batch_size={b} per process on "
                             f"{self.device}; try data.batch_size={max(1, b // 2)} (or precision bf16)") from e
 
-    def _all_have_data(self, have: bool) -> bool:
-        """True if every process got a batch (all-or-none, so that the collectives stay in step)."""
-        return self._sum(0.0 if have else 1.0) == 0
-
-    def _sum(self, value: float) -> float:
+    def _sum_over_processes(self, values: list[float]) -> list[float]:
         if not dist.is_distributed():
-            return value
+            return list(values)
         import torch.distributed as tdist
 
-        t = torch.tensor([value], dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
+        t = torch.tensor(values, dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
         tdist.all_reduce(t)
-        return float(t)
+        return t.tolist()
 
     def _mean_over_processes(self, values: dict[str, float]) -> dict[str, float]:
-        if not dist.is_distributed():
-            return values
-        import torch.distributed as tdist
-
         keys = sorted(values)
-        t = torch.tensor([values[k] for k in keys], dtype=torch.float64,
-                         device=self.device if self.device.type == "cuda" else "cpu")
-        tdist.all_reduce(t)
-        return {k: float(v) / self.world for k, v in zip(keys, t.tolist(), strict=True)}
+        sums = self._sum_over_processes([values[k] for k in keys])
+        return {k: v / self.world for k, v in zip(keys, sums, strict=True)}
 
     def _after_step(self, losses: dict[str, float], bar) -> None:
         tcfg, s = self.cfg["trainer"], self.state
@@ -451,7 +447,7 @@ class Trainer:
                 save_checkpoint(self.run_dir / "models" / name, self._payload())
             except Exception as e:  # disk full, permissions: reported on every process
                 error = e
-        if self._sum(float(error is not None)):
+        if self._sum_over_processes([float(error is not None)])[0]:
             raise LamaError(f"could not write {self.run_dir / 'models' / name}: {error or 'failed on rank 0'}")
 
     def _trim_log(self, resumed: bool) -> None:
