@@ -23,28 +23,33 @@ no LFU); :func:`supports` says whether a generator has it, and other ones keep t
 from __future__ import annotations
 
 import copy
+import functools
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ffc import FFC_BN_ACT, FFCResnetBlock
+from .dft import dft_matrices
+from .ffc import FFC_BN_ACT, FFCResnetBlock, SpectralTransform
 from .generator import FFCResNetGenerator
-from .winograd import BIAS, TILES_PER_BAND, Workspace, fill_slab, filter_transform, input_tiles, output_tiles
+from .winograd import BIAS, TILES_PER_BAND, M, Workspace, fill_slab, filter_transform, input_tiles, output_tiles
 
 CL = torch.channels_last
 BAND_ELEMENTS = 1 << 22  # values per full-resolution band (16 MB in float32: under the mmap threshold)
 FFT_GROUP_BYTES = 16 << 20  # spectrum bytes per FFT call
 HEAD_LEVELS = TAIL_LEVELS = 2  # downsamplings / upsamplings done in row bands with the full-resolution ends
 OUT_BLOCK = 4  # columns per block in the output conv (see _space_to_depth_weights)
+DFT_MAX_SIDE = 128  # half-precision Fourier units on maps up to this side use DFT matrix products
 
 
-def _fold(weight: torch.Tensor, bn: nn.BatchNorm2d, out_dim: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scale ``weight`` along its output dimension by BN's factor; return it and BN's bias term."""
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    shape = [1] * weight.dim()
-    shape[out_dim] = -1
-    return weight * scale.view(shape), bn.bias - bn.running_mean * scale
+def fold_batchnorm(weight: torch.Tensor, bn: nn.BatchNorm2d, out_dim: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """An eval-mode BatchNorm after a bias-free convolution, folded into it: ``weight`` scaled along its output
+    dimension ``out_dim`` (1 for ``ConvTranspose2d``), and the bias the BatchNorm adds. Detached copies."""
+    with torch.no_grad():
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        shape = [1] * weight.dim()
+        shape[out_dim] = -1
+        return weight * scale.view(shape), bn.bias - bn.running_mean * scale
 
 
 def conv2d_reflect(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, pad: int
@@ -137,44 +142,126 @@ def supports(gen: nn.Module) -> bool:
     return True
 
 
-class _FastFFC(nn.Module):
-    """One FFC+BN+ReLU layer of a resnet block on (local, global) channels-last tensors."""
+class DirectKernel(nn.Module):
+    """A resnet block layer's 3x3 convolutions by the device's own convolution (oneDNN, cuDNN): l2l and l2g
+    read the local channels, so they run as one convolution; g2l adds into its local half."""
 
-    def __init__(self, layer: FFC_BN_ACT):
+    name = "direct"
+
+    def __init__(self, w_l2l: torch.Tensor, w_g2l: torch.Tensor, w_l2g: torch.Tensor, b_l: torch.Tensor,
+                 b_g: torch.Tensor):
         super().__init__()
-        f = layer.ffc
-        self.n_l = f.convl2l.out_channels
-        w_l2l, b_l = _fold(f.convl2l.weight, layer.bn_l)
-        w_g2l, _ = _fold(f.convg2l.weight, layer.bn_l)
-        w_l2g, b_g = _fold(f.convl2g.weight, layer.bn_g)
-        st = f.convg2g
-        w2, _ = _fold(st.conv2.weight, layer.bn_g)  # bn_g scales the sum l2g + g2g: both parts
-        self.pad = f.convl2l.padding[0]
-        self.w_local = nn.Parameter(torch.cat([w_l2l, w_l2g]).contiguous(memory_format=CL), requires_grad=False)
-        self.b_local = nn.Parameter(torch.cat([b_l, b_g]), requires_grad=False)
-        self.w_g2l = nn.Parameter(w_g2l.contiguous(memory_format=CL), requires_grad=False)
-        w1, b1 = _fold(st.conv1[0].weight, st.conv1[1])
-        self.w1 = nn.Parameter(w1.flatten(1), requires_grad=False)  # 1x1 convs as matrix products
-        self.b1 = nn.Parameter(b1, requires_grad=False)
-        fu_w, fu_b = _fold(st.fu.conv_layer.weight, st.fu.bn)
-        self.w_fu = nn.Parameter(fu_w.flatten(1), requires_grad=False)
-        self.b_fu = nn.Parameter(fu_b, requires_grad=False)
-        self.w2 = nn.Parameter(w2.flatten(1), requires_grad=False)
+        self.n_l = w_l2l.shape[0]
+        self.register_buffer("w_local", torch.cat([w_l2l, w_l2g]).contiguous(memory_format=CL))
+        self.register_buffer("b_local", torch.cat([b_l, b_g]))
+        self.register_buffer("w_g2l", w_g2l.contiguous(memory_format=CL))
 
-    def _spectral(self, x_g: torch.Tensor, out_g: torch.Tensor, bhw: tuple[int, int, int], ws: Workspace) -> None:
-        """``out_g = relu(out_g + w2 (s + FU(s)))`` with ``s = relu(w1 x_g + b1)``, in place, all in reused
-        buffers. ``x_g``, ``out_g``: ``[B H W, C]`` views (rows may be strided) of channels-last maps.
+    def forward(self, x: torch.Tensor, out: torch.Tensor | None, ws: Workspace) -> torch.Tensor:
+        """``x``: ``[B, H, W, C]``, local channels first. Returns ``[B, H, W, C]``: local channels
+        ``relu(l2l + g2l + b_l)``, global ones ``l2g + b_g`` (a new tensor; ``out`` is not used)."""
+        n_l, xc = self.n_l, x.permute(0, 3, 1, 2)
+        y = F.conv2d(F.pad(xc[:, :n_l], (1, 1, 1, 1), mode="reflect"), self.w_local, self.b_local)
+        y_l = y[:, :n_l]
+        torch.relu_(y_l.add_(F.conv2d(F.pad(xc[:, n_l:], (1, 1, 1, 1), mode="reflect"), self.w_g2l)))
+        return y.permute(0, 2, 3, 1)
 
-        The Fourier unit: rFFT, 1x1 conv + BN + ReLU on interleaved (re, im), inverse; FFTs in float32.
-        """
-        b, h, w = bhw
-        c2 = self.w1.shape[0]
-        s = ws.get("s", (b * h * w, c2))
+
+class WinogradKernel(nn.Module):
+    """The same convolutions by Winograd F(4x4, 3x3) (:mod:`lama.winograd`): l2l and g2l add up in the
+    transformed domain, so the local output is one product over all input channels, and l2g is one more
+    over the local channels."""
+
+    name = "winograd"
+
+    def __init__(self, w_l2l: torch.Tensor, w_g2l: torch.Tensor, w_l2g: torch.Tensor, b_l: torch.Tensor,
+                 b_g: torch.Tensor):
+        super().__init__()
+        self.n_l = w_l2l.shape[0]
+        self.register_buffer("u_local", filter_transform(torch.cat([w_l2l, w_g2l], 1)))  # [36, C, n_l]
+        self.register_buffer("u_l2g", filter_transform(w_l2g))  # [36, n_l, C_g]
+        self.register_buffer("b_local", b_l)
+        self.register_buffer("b_global", b_g)
+
+    def forward(self, x: torch.Tensor, out: torch.Tensor, ws: Workspace) -> torch.Tensor:
+        """As :meth:`DirectKernel.forward`, written into ``out`` (contiguous ``[B, H, W, C]``)."""
+        b, h, w, c = x.shape
+        n_l = self.n_l
+        th, tw = -(-h // M), -(-w // M)
+        whole = h % M == 0 and w % M == 0  # whole tiles: outputs go straight into ``out``
+        step = max(1, TILES_PER_BAND // (b * tw))
+        for r0 in range(0, th, step):
+            r1 = min(th, r0 + step)
+            tr = r1 - r0
+            slab = ws.get("slab", (b, M * tr + 2, M * tw + 2, c))
+            fill_slab(x, slab, M * r0 - 1)
+            v = input_tiles(slab, ws)
+            m_l = torch.bmm(v, self.u_local, out=ws.get("m_local", (v.shape[0], v.shape[1], n_l)))
+            m_l[BIAS].add_(self.b_local)  # AT's column for the point 1 is all ones: one bias per pixel
+            m_g = torch.bmm(v[..., :n_l], self.u_l2g, out=ws.get("m_global", (v.shape[0], v.shape[1], c - n_l)))
+            m_g[BIAS].add_(self.b_global)
+            dst = out[:, M * r0: M * r1].view(b, tr, M, tw, M, c) if whole else ws.get("dst", (b, tr, M, tw, M, c))
+            output_tiles(m_l, dst[..., :n_l], ws, relu=True)
+            output_tiles(m_g, dst[..., n_l:], ws)
+            if not whole:
+                rows = min(h, M * r1) - M * r0
+                out[:, M * r0: M * r0 + rows] = dst.view(b, M * tr, M * tw, c)[:, :rows, :w]
+        return out
+
+
+KERNELS = {k.name: k for k in (WinogradKernel, DirectKernel)}
+
+
+@functools.lru_cache(maxsize=16)
+def _dft_factors(h: int, w: int, dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
+    """:func:`lama.dft.dft_matrices` stacked for the products of :meth:`FastSpectral._fourier_dft`."""
+    m = dft_matrices(h, w, dtype, device)
+    wf = w // 2 + 1
+    return {"w": torch.cat([m["w_cos"], m["w_sin"]]),  # [2 Wf, W]: re rows, then im rows
+            "h_re": torch.cat([m["h_cos"], -m["h_sin"]]), "h_im": torch.cat([m["h_sin"], m["h_cos"]]),
+            "ih_re": torch.cat([m["h_cos"], m["h_sin"]]), "ih_im": torch.cat([-m["h_sin"], m["h_cos"]]),
+            "iw_re": m["iw_cos"].expand(h, w, wf), "iw_im": m["iw_sin"].expand(h, w, wf)}
+
+
+class FastSpectral(nn.Module):
+    """The g2g path of a resnet block layer on ``[B H W, C]`` rows: ``out = relu(out + w2 (s + FU(s)))`` with
+    ``s = relu(w1 x + b1)``, BatchNorms folded, 1x1 convolutions as matrix products.
+
+    The Fourier unit (rFFT, 1x1 conv + BN + ReLU on (re, im), inverse) runs either with pocketfft in float32
+    or, for small maps in half precision, with its DFTs as matrix products in the network's dtype
+    (:mod:`lama.dft`): no float32 round trip, and the products run on the CPU's bf16 matrix units.
+    """
+
+    def __init__(self, st: SpectralTransform, bn_g: nn.BatchNorm2d):
+        super().__init__()
+        w1, b1 = fold_batchnorm(st.conv1[0].weight, st.conv1[1])
+        w_fu, b_fu = fold_batchnorm(st.fu.conv_layer.weight, st.fu.bn)
+        w2, _ = fold_batchnorm(st.conv2.weight, bn_g)  # bn_g scales the sum l2g + g2g: both parts
+        c2 = w1.shape[0]
+        self.register_buffer("w1", w1.flatten(1))
+        self.register_buffer("b1", b1)
+        self.register_buffer("w2", w2.flatten(1))
+        # the unit's channels interleave (re, im) per channel; kept as blocks [out part, in part, C_in, C_out]
+        self.register_buffer("w_fu", w_fu.view(c2, 2, c2, 2).permute(1, 3, 2, 0).contiguous())
+        self.register_buffer("b_fu", b_fu.view(c2, 2).t().contiguous())
+
+    def use_dft(self, h: int, w: int) -> bool:
+        return self.w1.dtype != torch.float32 and max(h, w) <= DFT_MAX_SIDE
+
+    def forward(self, x_g: torch.Tensor, out_g: torch.Tensor, bhw: tuple[int, int, int], ws: Workspace) -> None:
+        """``x_g``, ``out_g``: ``[B H W, C]`` views (rows may be strided) of ``[B, H, W, C]`` maps; ``out_g``
+        is updated in place."""
+        s = ws.get("s", (x_g.shape[0], self.w1.shape[0]))
         torch.relu_(torch.addmm(self.b1, x_g, self.w1.t(), out=s))
+        (self._fourier_dft if self.use_dft(*bhw[1:]) else self._fourier_fft)(s, bhw, ws)
+        torch.relu_(out_g.addmm_(s, self.w2.t()))
+
+    def _fourier_fft(self, s: torch.Tensor, bhw: tuple[int, int, int], ws: Workspace) -> None:
+        """``s += FU(s)`` with pocketfft in float32 on channel groups (their internal temporaries then stay
+        under glibc's mmap threshold and are recycled instead of page-faulted in afresh for every layer)."""
+        b, h, w = bhw
+        c2 = s.shape[1]
         f32 = s if s.dtype == torch.float32 else ws.get("s32", s.shape, torch.float32).copy_(s)
         wf = w // 2 + 1
-        # FFTs in channel groups: their internal temporaries then stay under glibc's mmap threshold
-        # and are recycled instead of page-faulted in afresh for every layer
         group = max(1, min(c2, FFT_GROUP_BYTES // (b * h * wf * 8)))
         spec = ws.get("spec", (b, h, wf, c2), torch.complex64)
         for c0 in range(0, c2, group):
@@ -182,8 +269,9 @@ class _FastFFC(nn.Module):
                             out=spec[..., c0: c0 + group])
         z = torch.view_as_real(spec).view(-1, 2 * c2)  # channels re0, im0, re1, ... : no copy
         if s.dtype != torch.float32:
-            z = ws.get("z_in", z.shape).copy_(z)
-        fu = torch.relu_(torch.addmm(self.b_fu, z, self.w_fu.t(), out=ws.get("fu", z.shape)))
+            z = ws.get("z", z.shape).copy_(z)
+        w_fu = self.w_fu.permute(3, 0, 2, 1).reshape(2 * c2, 2 * c2)  # interleaved [out, in]
+        fu = torch.relu_(torch.addmm(self.b_fu.t().reshape(-1), z, w_fu.t(), out=ws.get("fu", z.shape)))
         if fu.dtype != torch.float32:
             fu = ws.get("fu32", fu.shape, torch.float32).copy_(fu)
         fu = torch.view_as_complex(fu.view(b, h, wf, c2, 2))
@@ -192,85 +280,61 @@ class _FastFFC(nn.Module):
             torch.fft.irfftn(fu[..., c0: c0 + group], s=(h, w), dim=(1, 2), norm="ortho",
                              out=back[..., c0: c0 + group])
         s.add_(back.view(-1, c2))
-        torch.relu_(out_g.addmm_(s, self.w2.t()))
 
-    def forward(self, x_l: torch.Tensor, x_g: torch.Tensor, ws: Workspace | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        p = self.pad
-        y = F.conv2d(F.pad(x_l, (p, p, p, p), mode="reflect"), self.w_local, self.b_local)  # l2l | l2g
-        out_l = F.conv2d(F.pad(x_g, (p, p, p, p), mode="reflect"), self.w_g2l).add_(y[:, : self.n_l])
-        b, c_g, h, w = x_g.shape
-        out_g = y[:, self.n_l:]
-        # channels-last memory seen as [B H W, C]: views, so the spectral path adds into y in place
-        rows = out_g.permute(0, 2, 3, 1).view(-1, c_g)
-        self._spectral(x_g.permute(0, 2, 3, 1).view(-1, c_g), rows, (b, h, w),
-                       ws or Workspace(x_g.dtype, x_g.device))
-        return torch.relu_(out_l), out_g
-
-
-class _WinogradFFC(_FastFFC):
-    """The same layer on one ``[B, H, W, C]`` tensor (local channels first), its 3x3 convolutions by
-    Winograd F(4x4, 3x3): l2l and g2l add up in the transformed domain, so the local output is one
-    product over all input channels, and l2g is one more over the local channels."""
-
-    def __init__(self, layer: FFC_BN_ACT):
-        super().__init__(layer)
-        w_l2l, w_l2g = self.w_local[: self.n_l], self.w_local[self.n_l:]
-        with torch.no_grad():
-            self.u_to_l = nn.Parameter(filter_transform(torch.cat([w_l2l, self.w_g2l], 1)), requires_grad=False)
-            self.u_l2g = nn.Parameter(filter_transform(w_l2g), requires_grad=False)
-        del self.w_local, self.w_g2l  # only the transformed filters are used
-
-    def forward(self, x: torch.Tensor, out: torch.Tensor, ws: Workspace) -> torch.Tensor:
-        """``x``, ``out``: contiguous ``[B, H, W, C]``; the layer's output is written into ``out``."""
-        b, h, w, c = x.shape
-        n_l = self.n_l
-        th, tw = -(-h // 4), -(-w // 4)
-        whole = h % 4 == 0 and w % 4 == 0  # whole tiles: outputs go straight into ``out``
-        step = max(1, TILES_PER_BAND // (b * tw))
-        for r0 in range(0, th, step):
-            r1 = min(th, r0 + step)
-            tr = r1 - r0
-            slab = ws.get("slab", (b, 4 * tr + 2, 4 * tw + 2, c))
-            fill_slab(x, slab, 4 * r0 - 1)
-            v = input_tiles(slab, ws)
-            m_l = torch.bmm(v, self.u_to_l, out=ws.get("m_l", (v.shape[0], v.shape[1], n_l)))
-            m_l[BIAS].add_(self.b_local[:n_l])  # AT's column for the point 1 is all ones: one bias per pixel
-            m_g = torch.bmm(v[..., :n_l], self.u_l2g, out=ws.get("m_g", (v.shape[0], v.shape[1], c - n_l)))
-            m_g[BIAS].add_(self.b_local[n_l:])
-            if whole:
-                dst = out[:, 4 * r0: 4 * r1].view(b, tr, 4, tw, 4, c)
-            else:
-                dst = ws.get("dst", (b, tr, 4, tw, 4, c))
-            output_tiles(m_l, dst[..., :n_l], ws)
-            output_tiles(m_g, dst[..., n_l:], ws)
-            if not whole:
-                rows = min(h, 4 * r1) - 4 * r0
-                out[:, 4 * r0: 4 * r0 + rows] = dst.view(b, 4 * tr, 4 * tw, c)[:, :rows, :w]
-            torch.relu_(out[:, 4 * r0: 4 * r1, :, :n_l])
-        self._spectral(x.view(-1, c)[:, n_l:], out.view(-1, c)[:, n_l:], (b, h, w), ws)
-        return out
+    def _fourier_dft(self, s: torch.Tensor, bhw: tuple[int, int, int], ws: Workspace) -> None:
+        """``s += FU(s)`` with the DFTs as matrix products; spectra as ``[2 (re, im), H, W//2+1, C]``, so
+        every product reads plain strided matrices."""
+        b, h, w = bhw
+        c2 = s.shape[1]
+        wf = w // 2 + 1
+        d = _dft_factors(h, w, s.dtype, s.device)
+        rows = torch.matmul(d["w"], s.view(b, h, w, c2), out=ws.get("rows", (b, h, 2 * wf, c2)))  # along W
+        spec, fu = ws.get("spec", (2, h, wf, c2)), ws.get("fu", (2, h, wf, c2))
+        for i in range(b):
+            r = rows[i].view(h, 2, wf * c2)
+            torch.mm(d["h_re"], r[:, 0], out=spec.view(2 * h, -1)).addmm_(d["h_im"], r[:, 1])  # along H
+            re, im = spec[0].view(-1, c2), spec[1].view(-1, c2)
+            for o in range(2):  # the unit's 1x1 conv + BN + ReLU, per output part
+                torch.addmm(self.b_fu[o], re, self.w_fu[o, 0], out=fu[o].view(-1, c2)).addmm_(im, self.w_fu[o, 1])
+            torch.relu_(fu)
+            back = torch.mm(d["ih_re"], fu[0].view(h, -1), out=spec.view(2 * h, -1))  # inverse along H
+            back.addmm_(d["ih_im"], fu[1].view(h, -1))
+            si = s.view(b, h, w, c2)[i]  # inverse along W, added to s
+            si.baddbmm_(d["iw_re"], spec[0]).baddbmm_(d["iw_im"], spec[1])
 
 
-class _FastBlock(nn.Module):
-    def __init__(self, block: FFCResnetBlock):
+class FastFFC(nn.Module):
+    """One FFC+BN+ReLU layer of a resnet block, on ``[B, H, W, C]`` maps with the local channels first: the
+    3x3 convolutions by a pluggable kernel (:data:`KERNELS`), then the spectral path added to the global
+    channels."""
+
+    def __init__(self, layer: FFC_BN_ACT, kernel: str):
         super().__init__()
-        self.conv1, self.conv2 = _FastFFC(block.conv1), _FastFFC(block.conv2)
+        f = layer.ffc
+        w_l2l, b_l = fold_batchnorm(f.convl2l.weight, layer.bn_l)
+        w_g2l, _ = fold_batchnorm(f.convg2l.weight, layer.bn_l)
+        w_l2g, b_g = fold_batchnorm(f.convl2g.weight, layer.bn_g)
+        self.conv = KERNELS[kernel](w_l2l, w_g2l, w_l2g, b_l, b_g)
+        self.spectral = FastSpectral(f.convg2g, layer.bn_g)
 
-    def forward(self, x_l: torch.Tensor, x_g: torch.Tensor, ws: Workspace) -> tuple[torch.Tensor, torch.Tensor]:
-        y_l, y_g = self.conv2(*self.conv1(x_l, x_g, ws), ws)
-        return y_l.add_(x_l), y_g.add_(x_g)
+    def forward(self, x: torch.Tensor, out: torch.Tensor | None, ws: Workspace) -> torch.Tensor:
+        y = self.conv(x, out, ws)
+        b, h, w, c = y.shape
+        n_l = self.conv.n_l
+        self.spectral(x.reshape(-1, c)[:, n_l:], y.view(-1, c)[:, n_l:], (b, h, w), ws)
+        return y
 
 
-class _WinogradBlock(nn.Module):
-    def __init__(self, block: FFCResnetBlock):
+class FastBlock(nn.Module):
+    def __init__(self, block: FFCResnetBlock, kernel: str):
         super().__init__()
-        self.conv1, self.conv2 = _WinogradFFC(block.conv1), _WinogradFFC(block.conv2)
+        self.conv1, self.conv2 = FastFFC(block.conv1, kernel), FastFFC(block.conv2, kernel)
 
-    def forward(self, x: torch.Tensor, spare: list[torch.Tensor], ws: Workspace) -> torch.Tensor:
-        """``x`` + the block's output, written into ``spare[1]``; the buffers rotate for the next block."""
+    def forward(self, x: torch.Tensor, spare: list[torch.Tensor | None], ws: Workspace) -> torch.Tensor:
+        """``x`` + the block's output; kernels that write into given buffers get ``spare``, which rotates."""
         y = self.conv2(self.conv1(x, spare[0], ws), spare[1], ws).add_(x)
-        spare[:] = [spare[0], x]
+        if spare[1] is not None:
+            spare[:] = [spare[0], x]
         return y
 
 
@@ -279,7 +343,7 @@ class _ConvBNReLU(nn.Module):
 
     def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, pad: int):
         super().__init__()
-        w, b = _fold(conv.weight, bn)
+        w, b = fold_batchnorm(conv.weight, bn)
         self.w = nn.Parameter(w.contiguous(memory_format=CL), requires_grad=False)
         self.b = nn.Parameter(b, requires_grad=False)
         self.stride, self.pad = conv.stride, pad
@@ -291,7 +355,7 @@ class _ConvBNReLU(nn.Module):
 class _UpBNReLU(nn.Module):
     def __init__(self, conv: nn.ConvTranspose2d, bn: nn.BatchNorm2d):
         super().__init__()
-        w, b = _fold(conv.weight, bn, out_dim=1)  # ConvTranspose2d weights are [in, out, k, k]
+        w, b = fold_batchnorm(conv.weight, bn, out_dim=1)  # ConvTranspose2d weights are [in, out, k, k]
         self.w = nn.Parameter(w.contiguous(memory_format=CL), requires_grad=False)
         self.b = nn.Parameter(b + conv.bias * (bn.weight / torch.sqrt(bn.running_var + bn.eps)), requires_grad=False)
         self.stride, self.padding, self.output_padding = conv.stride, conv.padding, conv.output_padding
@@ -303,12 +367,14 @@ class _UpBNReLU(nn.Module):
 class FastGenerator(nn.Module):
     """The generator's function with the rearrangements above; build with ``FastGenerator(gen)``."""
 
-    def __init__(self, gen: FFCResNetGenerator, winograd: bool | None = None):
+    def __init__(self, gen: FFCResNetGenerator, kernel: str | None = None):
         super().__init__()
         if not supports(gen):
             raise ValueError("FastGenerator rebuilds the published LaMa structure only; use the generator itself")
-        if winograd is None:  # GPUs have their own fast convolutions; build on the device it will run on
-            winograd = next(gen.parameters()).device.type == "cpu"
+        if kernel is None:  # GPUs have their own fast convolutions; build on the device it will run on
+            kernel = "winograd" if next(gen.parameters()).device.type == "cpu" else "direct"
+        if kernel not in KERNELS:
+            raise ValueError(f"unknown 3x3 kernel {kernel!r}; known: {', '.join(KERNELS)}")
         gen = gen.eval()
         layers = list(gen.model)
         ffcs = [m for m in layers if isinstance(m, FFC_BN_ACT)]
@@ -317,17 +383,16 @@ class FastGenerator(nn.Module):
         self.down = nn.ModuleList(_ConvBNReLU(f.ffc.convl2l, f.bn_l, pad=f.ffc.convl2l.padding[0]) for f in ffcs[1:-1])
         last = ffcs[-1]
         # the last downsampling layer splits channels: its l2l and l2g read the same input, so one conv
-        w_l, b_l = _fold(last.ffc.convl2l.weight, last.bn_l)
-        w_g, b_g = _fold(last.ffc.convl2g.weight, last.bn_g)
+        w_l, b_l = fold_batchnorm(last.ffc.convl2l.weight, last.bn_l)
+        w_g, b_g = fold_batchnorm(last.ffc.convl2g.weight, last.bn_g)
         self.split_conv = nn.Conv2d(w_l.shape[1], w_l.shape[0] + w_g.shape[0], w_l.shape[2], stride=2)
         with torch.no_grad():
             self.split_conv.weight.copy_(torch.cat([w_l, w_g]))
             self.split_conv.bias.copy_(torch.cat([b_l, b_g]))
         self.split_pad = last.ffc.convl2l.padding[0]
         self.n_l = w_l.shape[0]
-        block_type = _WinogradBlock if winograd else _FastBlock
-        self.winograd = winograd
-        self.blocks = nn.ModuleList(block_type(m) for m in layers if isinstance(m, FFCResnetBlock))
+        self.kernel = kernel
+        self.blocks = nn.ModuleList(FastBlock(m, kernel) for m in layers if isinstance(m, FFCResnetBlock))
         ups = [m for m in layers if isinstance(m, nn.ConvTranspose2d)]
         bns = [layers[layers.index(u) + 1] for u in ups]
         self.up = nn.ModuleList(_UpBNReLU(u, bn) for u, bn in zip(ups, bns, strict=True))
@@ -342,7 +407,7 @@ class FastGenerator(nn.Module):
         self.to(memory_format=CL)
 
     def extra_repr(self) -> str:
-        return f"kernel={'winograd' if self.winograd else 'direct'}"
+        return f"kernel={self.kernel}"
 
     def _band_rows(self, width: int) -> int:
         """Rows per band so that a 64-channel full-resolution band stays near BAND_ELEMENTS values."""
@@ -425,23 +490,13 @@ class FastGenerator(nn.Module):
         p = self.split_pad
         y = torch.relu_(self.split_conv(F.pad(x, (p, p, p, p), mode="reflect")))
         del x
-        if self.winograd:
-            x = y.permute(0, 2, 3, 1)  # [B, H, W, C], local channels first: a view
-            ws = Workspace(x.dtype, x.device)
-            spare = [torch.empty_like(x), torch.empty_like(x)]
-            for block in self.blocks:
-                x = block(x, spare, ws)
-            del spare, ws
-            x = x.permute(0, 3, 1, 2)
-        else:
-            x_l = y[:, : self.n_l].contiguous(memory_format=CL)
-            x_g = y[:, self.n_l:].contiguous(memory_format=CL)
-            ws = Workspace(x_g.dtype, x_g.device)
-            for block in self.blocks:
-                x_l, x_g = block(x_l, x_g, ws)
-            del ws
-            x = torch.cat([x_l, x_g], dim=1)
-            del x_l, x_g
+        x = y.permute(0, 2, 3, 1)  # [B, H, W, C], local channels first: a view
+        ws = Workspace(x.dtype, x.device)
+        spare = [torch.empty_like(x), torch.empty_like(x)] if self.kernel == "winograd" else [None, None]
+        for block in self.blocks:
+            x = block(x, spare, ws)
+        del spare, ws
+        x = x.permute(0, 3, 1, 2)
         del y
         for u in self.up[:-TAIL_LEVELS]:
             x = u(x)

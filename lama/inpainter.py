@@ -132,7 +132,7 @@ class Inpainter:
                 from .kernel_choice import choose_kernel
 
                 kernel = choose_kernel(generator, self.dtype, self.device)
-                self.fast = FastGenerator(generator, winograd=kernel == "winograd").to(self.device, self.dtype)
+                self.fast = FastGenerator(generator, kernel=kernel).to(self.device, self.dtype)
 
     def __repr__(self) -> str:
         return (f"Inpainter(source={self.source!r}, device={self.device}, dtype={self.dtype}, "

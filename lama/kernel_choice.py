@@ -22,9 +22,10 @@ from pathlib import Path
 import torch
 
 from .errors import LamaError
+from .fast import KERNELS as FAST_KERNELS
 from .io import atomic_write
 
-KERNELS = ("winograd", "direct")
+KERNELS = tuple(FAST_KERNELS)
 ENV_KERNEL, ENV_CACHE = "LAMA_FAST_KERNEL", "LAMA_CACHE_DIR"
 MEASURE_SIZE = 256  # small enough to measure in about a second for Big LaMa, large enough to be representative
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def _read_cache(path: Path) -> dict[str, str]:
 def _seconds(gen: torch.nn.Module, kernel: str, dtype: torch.dtype, repeats: int = 2) -> float:
     from .fast import FastGenerator
 
-    fast = FastGenerator(gen, winograd=kernel == "winograd").to(dtype)
+    fast = FastGenerator(gen, kernel=kernel).to(dtype)
     x = torch.rand(1, 4, MEASURE_SIZE, MEASURE_SIZE, generator=torch.Generator().manual_seed(0)).to(dtype)
     fast(x)  # warm-up: allocations, oneDNN primitive creation
     best = float("inf")

@@ -19,15 +19,15 @@ def small():
 
 @pytest.mark.parametrize(("h", "w"), [(64, 64), (40, 96), (128, 72), (16, 16)])
 @pytest.mark.parametrize("bands", ["one", "many"])
-@pytest.mark.parametrize("winograd", [True, False])
-def test_fast_generator_equals_the_reference(small, h, w, bands, winograd, monkeypatch):
+@pytest.mark.parametrize("kernel", ["winograd", "direct"])
+def test_fast_generator_equals_the_reference(small, h, w, bands, kernel, monkeypatch):
     if bands == "many":  # the smallest bands: head and tail 16 rows, FFC blocks one row of tiles
         monkeypatch.setattr("lama.fast.BAND_ELEMENTS", 1)
         monkeypatch.setattr("lama.fast.TILES_PER_BAND", 1)
     x = torch.rand(2, 4, h, w)
     with torch.no_grad():
         ref = small(x)
-    assert (FastGenerator(small, winograd=winograd)(x) - ref).abs().max() <= 1e-5
+    assert (FastGenerator(small, kernel=kernel)(x) - ref).abs().max() <= 1e-5
 
 
 def test_big_lama_structure_equals_the_reference():
@@ -58,12 +58,12 @@ def test_inpainter_paths_agree_on_sizes_that_are_not_multiples_of_8(small, h, w)
     assert np.array_equal(a[~m], rgb[~m]) and np.abs(a.astype(int) - b.astype(int)).max() <= 1
 
 
-@pytest.mark.parametrize("winograd", [True, False])
-def test_bfloat16_fast_path_stays_close(small, winograd):
+@pytest.mark.parametrize("kernel", ["winograd", "direct"])
+def test_bfloat16_fast_path_stays_close(small, kernel):
     x = torch.rand(1, 4, 64, 64)
     with torch.no_grad():
         ref = small(x)
-    out = FastGenerator(small, winograd=winograd).to(torch.bfloat16)(x.bfloat16()).float()
+    out = FastGenerator(small, kernel=kernel).to(torch.bfloat16)(x.bfloat16()).float()
     assert (out - ref).abs().max() < 0.05
 
 
@@ -119,8 +119,28 @@ def test_space_to_depth_weights_compute_the_same_conv():
 
 
 def test_winograd_is_the_default_on_the_cpu(small):
-    from lama.fast import _WinogradBlock
+    from lama.fast import WinogradKernel
 
-    fast = Inpainter(small).fast
-    assert fast.winograd and all(isinstance(b, _WinogradBlock) for b in fast.blocks)
-    assert not FastGenerator(small, winograd=False).winograd
+    fast = FastGenerator(small)
+    assert fast.kernel == "winograd" and all(isinstance(b.conv1.conv, WinogradKernel) for b in fast.blocks)
+    assert FastGenerator(small, kernel="direct").kernel == "direct"
+    with pytest.raises(ValueError, match="unknown 3x3 kernel"):
+        FastGenerator(small, kernel="fft")
+
+
+@pytest.mark.parametrize(("h", "w"), [(64, 64), (40, 96), (24, 40)])
+def test_fourier_units_by_dft_products_equal_the_fft_ones(small, h, w, monkeypatch):
+    from lama.fast import FastSpectral
+
+    x = torch.rand(1, 4, h, w)
+    with torch.no_grad():
+        ref = small(x)
+    fast = FastGenerator(small)
+    monkeypatch.setattr(FastSpectral, "use_dft", lambda self, h, w: True)  # float32 would use pocketfft
+    assert (fast(x) - ref).abs().max() <= 1e-5
+
+
+def test_half_precision_uses_dft_products_on_small_maps_only(small):
+    spectral = FastGenerator(small).to(torch.bfloat16).blocks[0].conv1.spectral
+    assert spectral.use_dft(64, 64) and not spectral.use_dft(1024, 64)
+    assert not FastGenerator(small).blocks[0].conv1.spectral.use_dft(64, 64)
