@@ -35,7 +35,14 @@ browser:
 test: lint browser
 	$(BIN)/python -m pytest -q
 
-bench: $(STAMP)
+# Benchmark-only dependencies (OpenVINO, ONNX Runtime, ONNX export): installed by `make bench` alone.
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): requirements-bench.txt $(STAMP)
+	$(BIN)/python -m pip install --quiet -r requirements-bench.txt
+	touch $(BENCH_STAMP)
+
+bench: $(STAMP) $(BENCH_STAMP)
 	$(BIN)/python -m lama bench
 
 # Training step time (big-lama, 256x256, fp32/bf16, with and without ResNetPL) and peak memory: table + JSON.

@@ -2,15 +2,20 @@
 
 Big LaMa-sized random weights (BatchNorm statistics randomised too), a real photo (scikit-image's
 astronaut, or any ``--photo``) resized to each size, and a seeded ``random_thick_512`` mask. For each
-size, the reference path (fp32), the fast path (fp32) and the fast path (bf16) run alternately in
-one process; medians, ratios, max |Δ| and PSNR against the fp32 reference output, achieved GFLOP/s;
-peak RSS of each variant in its own process. Then a 4000x3000 photo with one 300x300 hole under
-each strategy. Prints a table and writes JSON. A benchmark, not a test: shared machines are noisy.
+size, in one process and alternating: the reference path (fp32); the fast path's default in fp32 and
+bf16 (the 3x3 kernel :mod:`lama.kernel_choice` picks on this machine); the same with every other kernel
+forced, which shows whether the choice was right; and, at ``--peer-sizes``, other runtimes on the same
+network input (:mod:`lama.bench_peers`: OpenVINO, ONNX Runtime). Medians, ratios, max |Δ| and PSNR
+against the fp32 reference output, achieved GFLOP/s, and the machine's floor (the GFLOP count at the
+speed of a 512-channel 3x3 convolution, fp32 and bf16); peak RSS of the default variants, each in its
+own process. Then a 4000x3000 photo with one 300x300 hole under each strategy. Prints a table and
+writes JSON. A benchmark, not a test: shared machines are noisy.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -26,6 +31,41 @@ import numpy as np
 import torch
 
 VARIANTS = {"reference fp32": (False, "float32"), "fast fp32": (True, "float32"), "fast bf16": (True, "bfloat16")}
+SHORT = {"float32": "fp32", "bfloat16": "bf16"}
+
+
+@contextlib.contextmanager
+def _forced_kernel(kernel: str | None):
+    """Load with ``LAMA_FAST_KERNEL=kernel`` (None: the chooser's default)."""
+    from .kernel_choice import ENV_KERNEL
+
+    old = os.environ.get(ENV_KERNEL)
+    if kernel is not None:
+        os.environ[ENV_KERNEL] = kernel
+    try:
+        yield
+    finally:
+        os.environ.pop(ENV_KERNEL, None)
+        if old is not None:
+            os.environ[ENV_KERNEL] = old
+
+
+def conv_rate(dtype: torch.dtype, repeats: int = 5) -> float:
+    """GFLOP/s of a 512-channel 3x3 convolution on a 64x64 channels-last map (best of ``repeats``): the
+    speed of the machine's best convolution kernel, for the floor column."""
+    import torch.nn.functional as F
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 512, 64, 64, generator=gen).to(dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(512, 512, 3, 3, generator=gen).to(dtype).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        F.conv2d(x, w, padding=1)
+        best = float("inf")
+        for _ in range(repeats):
+            t = time.perf_counter()
+            F.conv2d(x, w, padding=1)
+            best = min(best, time.perf_counter() - t)
+    return 2 * 512 * 512 * 9 * 64 * 64 / best / 1e9
 
 
 def _model_dir(tmp: Path) -> Path:
@@ -81,29 +121,51 @@ def _gflop(model, img, mask) -> float:
     return fc.get_total_flops() / 1e9
 
 
-def child_time(weights: str, size: int, repeats: int, out: str, photo: str | None) -> None:
-    """Alternate the variants on one size; write medians and outputs."""
-    from .inpainter import load_model
+def child_time(weights: str, size: int, repeats: int, out: str, photo: str | None, peers: bool) -> None:
+    """Alternate the variants (and peers) on one size; write medians and accuracy."""
+    from .inpainter import load_model, pad_to_modulo
+    from .kernel_choice import KERNELS
 
-    models = {name: load_model(weights, fast=fast, dtype=dtype) for name, (fast, dtype) in VARIANTS.items()}
+    models = {"reference fp32": load_model(weights, fast=False)}
+    for dtype, short in SHORT.items():
+        default = models[f"fast {short}"] = load_model(weights, dtype=dtype)
+        for k in KERNELS:
+            if k != default.fast.kernel:
+                with _forced_kernel(k):
+                    models[f"fast {short} {k}"] = load_model(weights, dtype=dtype)
     img, mask = _inputs(size, photo)
-    times: dict[str, list[float]] = {n: [] for n in models}
-    outs = {}
-    for n, m in models.items():  # warm-up
-        outs[n] = m.predict_raw(img, mask)
+    runs = {n: (lambda m=m: m.predict_raw(img, mask)) for n, m in models.items()}
+    notes, skipped = {}, {}
+    if peers:
+        from .bench_peers import peer_runners
+
+        x = pad_to_modulo(torch.cat([img * (1 - mask), mask], 1)).numpy()
+        with tempfile.TemporaryDirectory() as work:
+            built = peer_runners(models["reference fp32"].generator, x.shape[2], x.shape[3],
+                                 torch.get_num_threads(), work)
+        skipped = built.skipped
+        for name, runner in built.runners.items():
+            runs[name] = lambda r=runner: torch.from_numpy(r(x))[..., :size, :size]
+            notes[name] = runner.note
+    times: dict[str, list[float]] = {n: [] for n in runs}
+    outs = {n: run().float() for n, run in runs.items()}  # warm-up
     for _ in range(repeats):
-        for n, m in models.items():
+        for n, run in runs.items():
             t = time.perf_counter()
-            m.predict_raw(img, mask)
+            run()
             times[n].append(time.perf_counter() - t)
     ref = outs["reference fp32"]
-    res = {"size": size, "gflop": _gflop(models["reference fp32"], img, mask), "variants": {}}
-    for n in models:
+    gflop = _gflop(models["reference fp32"], img, mask)
+    rates = {short: conv_rate(getattr(torch, dtype)) for dtype, short in SHORT.items()}
+    res = {"size": size, "gflop": gflop, "conv_gflops": rates,
+           "floor_s": {k: gflop / r for k, r in rates.items()}, "variants": {}, "peers_skipped": skipped}
+    for n in runs:
         d = (outs[n] - ref).abs()
         mse = float((outs[n] - ref).pow(2).mean())
-        kernel = models[n].fast.extra_repr().removeprefix("kernel=") if models[n].fast is not None else "-"
+        m = models.get(n)
+        kernel = (m.fast.kernel if m.fast is not None else "-") if m is not None else "peer"
         res["variants"][n] = {"median_s": statistics.median(times[n]), "runs": times[n], "kernel": kernel,
-                              "max_abs_diff": float(d.max()),
+                              "max_abs_diff": float(d.max()), "note": notes.get(n, ""),
                               "psnr_db": float("inf") if mse == 0 else 10 * math.log10(1 / mse)}
     Path(out).write_text(json.dumps(res))
 
@@ -164,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="alternating runs per size (1 above 1024)")
     ap.add_argument("--photo", default=None)
     ap.add_argument("--no-memory", action="store_true", help="skip the per-variant peak RSS processes")
+    ap.add_argument("--peer-sizes", type=int, nargs="*", default=[512],
+                    help="sizes at which OpenVINO / ONNX Runtime run too (each needs ONNX exports: ~1 min)")
+    ap.add_argument("--peers", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--no-strategies", action="store_true")
     ap.add_argument("--out", default="bench-results/inference.json")
     ap.add_argument("--child", choices=["time", "memory", "strategies"], help=argparse.SUPPRESS)
@@ -172,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variant", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child == "time":
-        child_time(args.weights, args.sizes[0], args.repeats, args.child_out, args.photo)
+        child_time(args.weights, args.sizes[0], args.repeats, args.child_out, args.photo, args.peers)
         return 0
     if args.child == "memory":
         child_memory(args.weights, args.sizes[0], args.variant, args.child_out, args.photo)
@@ -187,8 +252,9 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for size in args.sizes:
             reps = args.repeats if size <= 1024 else 1
+            peers = ["--peers"] if size in args.peer_sizes else []
             r = _run_child(["--child", "time", "--weights", weights, "--sizes", str(size), "--repeats", str(reps),
-                            *photo])
+                            *photo, *peers])
             if not args.no_memory:
                 for v in VARIANTS:
                     r["variants"][v].update(_run_child(["--child", "memory", "--weights", weights, "--sizes",
@@ -213,14 +279,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def _print_size(r: dict) -> None:
     ref = r["variants"]["reference fp32"]["median_s"]
-    print(f"\n{r['size']}x{r['size']}: {r['gflop']:.0f} GFLOP")
-    print(f"  {'variant':16} {'kernel':>8} {'median s':>9} {'vs ref':>7} {'GFLOP/s':>8} {'max|Δ|':>9} "
+    floor = r["floor_s"]
+    print(f"\n{r['size']}x{r['size']}: {r['gflop']:.0f} GFLOP; floor (at a 512-channel 3x3 conv's "
+          f"{r['conv_gflops']['fp32']:.0f} / {r['conv_gflops']['bf16']:.0f} GFLOP/s): fp32 {floor['fp32']:.2f} s, "
+          f"bf16 {floor['bf16']:.2f} s")
+    print(f"  {'variant':32} {'kernel':>8} {'median s':>9} {'vs ref':>7} {'GFLOP/s':>8} {'max|Δ|':>9} "
           f"{'PSNR dB':>8} {'peak RSS MB':>12}")
     for n, v in r["variants"].items():
         rss = f"{v['peak_rss_mb']:12.0f}" if "peak_rss_mb" in v else f"{'-':>12}"
         psnr = "inf" if math.isinf(v["psnr_db"]) else f"{v['psnr_db']:.1f}"
-        print(f"  {n:16} {v.get('kernel', '-'):>8} {v['median_s']:9.2f} {ref / v['median_s']:6.2f}x "
+        print(f"  {n:32} {v.get('kernel', '-'):>8} {v['median_s']:9.2f} {ref / v['median_s']:6.2f}x "
               f"{r['gflop'] / v['median_s']:8.0f} {v['max_abs_diff']:9.1e} {psnr:>8} {rss}")
+    for n, why in r.get("peers_skipped", {}).items():
+        print(f"  skipped {n}: {why[:160]}")
 
 
 if __name__ == "__main__":

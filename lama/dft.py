@@ -17,33 +17,31 @@ from __future__ import annotations
 import functools
 import math
 
+import numpy as np
 import torch
 
 
 @functools.lru_cache(maxsize=32)
-def _matrices64(h: int, w: int) -> dict[str, torch.Tensor]:
-    """The DFT factors in float64, ortho scaling split between the two axes."""
+def _matrices64(h: int, w: int) -> dict[str, np.ndarray]:
+    """The DFT factors in float64, ortho scaling split between the two axes. NumPy, not torch: an export
+    traces with fake tensors, and a cached fake tensor would later stand in for real values."""
     wf = w // 2 + 1
-    k = torch.arange(wf, dtype=torch.float64)[:, None]
-    x = torch.arange(w, dtype=torch.float64)[None]
-    ang_w = 2 * math.pi * k * x / w  # [Wf, W]
+    ang_w = 2 * np.pi * np.arange(wf)[:, None] * np.arange(w)[None] / w  # [Wf, W]
     sw = 1 / math.sqrt(w)
-    ky = torch.arange(h, dtype=torch.float64)[:, None]
-    y = torch.arange(h, dtype=torch.float64)[None]
-    ang_h = 2 * math.pi * ky * y / h  # [H, H], symmetric
+    ang_h = 2 * np.pi * np.arange(h)[:, None] * np.arange(h)[None] / h  # [H, H], symmetric
     sh = 1 / math.sqrt(h)
     # c2r weights: every frequency but the zero and (even W) Nyquist ones stands for itself and its mirror
-    a = torch.full((wf, 1), 2.0, dtype=torch.float64)
+    a = np.full((wf, 1), 2.0)
     a[0] = 1
     if w % 2 == 0:
         a[-1] = 1
     return {
-        "w_cos": torch.cos(ang_w) * sw,  # forward along W: re = x @ w_cos.T, im = x @ w_sin.T
-        "w_sin": -torch.sin(ang_w) * sw,
-        "h_cos": torch.cos(ang_h) * sh,  # along H: e^{-i..} forward, e^{+i..} inverse
-        "h_sin": torch.sin(ang_h) * sh,
-        "iw_cos": (a * torch.cos(ang_w) * sw).T.contiguous(),  # inverse along W: [W, Wf]
-        "iw_sin": (-a * torch.sin(ang_w) * sw).T.contiguous(),
+        "w_cos": np.cos(ang_w) * sw,  # forward along W: re = x @ w_cos.T, im = x @ w_sin.T
+        "w_sin": -np.sin(ang_w) * sw,
+        "h_cos": np.cos(ang_h) * sh,  # along H: e^{-i..} forward, e^{+i..} inverse
+        "h_sin": np.sin(ang_h) * sh,
+        "iw_cos": np.ascontiguousarray((a * np.cos(ang_w) * sw).T),  # inverse along W: [W, Wf]
+        "iw_sin": np.ascontiguousarray((-a * np.sin(ang_w) * sw).T),
     }
 
 
@@ -55,7 +53,7 @@ def dft_matrices(h: int, w: int, dtype: torch.dtype = torch.float32, device: tor
     - ``h_cos``, ``h_sin``: ``[H, H]``, the complex transform along H (forward uses ``cos - i sin``);
     - ``iw_cos``, ``iw_sin``: ``[W, W//2+1]``, the half-complex-to-real inverse along W.
     """
-    return {k: v.to(dtype=dtype, device=device) for k, v in _matrices64(h, w).items()}
+    return {k: torch.tensor(v, dtype=dtype, device=device) for k, v in _matrices64(h, w).items()}
 
 
 def rfft2(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,7 +23,6 @@ no LFU); :func:`supports` says whether a generator has it, and other ones keep t
 from __future__ import annotations
 
 import copy
-import functools
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +38,7 @@ BAND_ELEMENTS = 1 << 22  # values per full-resolution band (16 MB in float32: un
 FFT_GROUP_BYTES = 16 << 20  # spectrum bytes per FFT call
 HEAD_LEVELS = TAIL_LEVELS = 2  # downsamplings / upsamplings done in row bands with the full-resolution ends
 OUT_BLOCK = 4  # columns per block in the output conv (see _space_to_depth_weights)
-DFT_MAX_SIDE = 128  # half-precision Fourier units on maps up to this side use DFT matrix products
+DFT_MAX_SIDE = 256  # half-precision Fourier units on maps up to this side use DFT products (faster up to 2048 input)
 
 
 def fold_batchnorm(weight: torch.Tensor, bn: nn.BatchNorm2d, out_dim: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -211,9 +210,9 @@ class WinogradKernel(nn.Module):
 KERNELS = {k.name: k for k in (WinogradKernel, DirectKernel)}
 
 
-@functools.lru_cache(maxsize=16)
 def _dft_factors(h: int, w: int, dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
-    """:func:`lama.dft.dft_matrices` stacked for the products of :meth:`FastSpectral._fourier_dft`."""
+    """:func:`lama.dft.dft_matrices` stacked for the products of :meth:`FastSpectral._fourier_dft` (made per
+    call, microseconds: a cache of tensors would keep fake ones made while something traces the model)."""
     m = dft_matrices(h, w, dtype, device)
     wf = w // 2 + 1
     return {"w": torch.cat([m["w_cos"], m["w_sin"]]),  # [2 Wf, W]: re rows, then im rows

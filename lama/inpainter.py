@@ -120,11 +120,12 @@ class Inpainter:
             raise LamaError(f"dtype must be float32, float16 or bfloat16, not {self.dtype}")
         if self.dtype == torch.float16 and self.device.type == "cpu":
             raise LamaError("float16 is for GPUs; on the CPU use dtype=torch.bfloat16 or float32")
-        self.generator = generator.eval().to(self.device, self.dtype)
         self.config = config or {}
         self.source = source
-        # The fast path (lama.fast) computes the same function; the generator stays the reference.
+        # The fast path (lama.fast) computes the same function; the generator stays the reference. It is
+        # built before the generator changes dtype, so BatchNorm is folded at the weights' own precision.
         self.fast = None
+        generator = generator.eval()
         if fast:
             from .fast import FastGenerator, supports
 
@@ -133,6 +134,7 @@ class Inpainter:
 
                 kernel = choose_kernel(generator, self.dtype, self.device)
                 self.fast = FastGenerator(generator, kernel=kernel).to(self.device, self.dtype)
+        self.generator = generator.to(self.device, self.dtype)
 
     def __repr__(self) -> str:
         return (f"Inpainter(source={self.source!r}, device={self.device}, dtype={self.dtype}, "

@@ -16,7 +16,6 @@ are matrix products too (``BT ⊗ BT``, ``AT ⊗ AT`` on gathered tiles).
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -100,10 +99,9 @@ def fill_slab(x: torch.Tensor, slab: torch.Tensor, top: int) -> None:
     slab[:, :, w + 2:] = 0
 
 
-@functools.lru_cache(maxsize=8)
 def _transforms(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The 2-D transforms as matrices on flattened tiles: ``BT ⊗ BT`` [36, 36] and ``AT ⊗ AT`` [16, 36]; their
-    entries are small integers, exact in bfloat16 too."""
+    entries are small integers, exact in bfloat16 too. Made per call (microseconds), not cached."""
     bt, at = torch.tensor(BT, dtype=torch.float64), torch.tensor(AT, dtype=torch.float64)
     return torch.kron(bt, bt).to(dtype=dtype, device=device), torch.kron(at, at).to(dtype=dtype, device=device)
 
