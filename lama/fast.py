@@ -51,40 +51,40 @@ def fold_batchnorm(weight: torch.Tensor, bn: nn.BatchNorm2d, out_dim: int = 0) -
         return weight * scale.view(shape), bn.bias - bn.running_mean * scale
 
 
+def _edge_outputs(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, pad: int,
+                  dim: int, o0: int, o1: int) -> torch.Tensor:
+    """Outputs ``o0:o1`` along ``dim`` (-2 rows, -1 columns) of the reflect-padded convolution, from the thin
+    strip of ``x`` they read, reflect-padded where it meets the image's edge and fully along the other axis."""
+    k, n = weight.shape[-1], x.shape[dim]
+    i0, i1 = o0 * stride - pad, (o1 - 1) * stride - pad + k
+    strip = x.narrow(dim, max(0, i0), min(n, i1) - max(0, i0))
+    lo, hi = max(0, -i0), max(0, i1 - n)
+    return F.conv2d(F.pad(strip, (lo, hi, pad, pad) if dim == -1 else (pad, pad, lo, hi), mode="reflect"),
+                    weight, bias, stride)
+
+
 def conv2d_reflect(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, pad: int
                    ) -> torch.Tensor:
     """``conv2d(F.pad(x, pad, mode="reflect"), ...)`` without the padded copy of ``x``.
 
     At full resolution that copy is the largest tensor alive (64 channels x 2048² = 1 GB). The
     convolution runs with zero padding instead, and only the output rows and columns that see the
-    border are recomputed from thin reflect-padded strips.
+    border are recomputed from thin reflect-padded strips. Each strip gives at least two outputs: oneDNN's
+    bfloat16 convolution with a one-wide output sometimes returned NaNs on an AMX CPU.
     """
     if pad == 0:
         return F.conv2d(x, weight, bias, stride)
     k = weight.shape[-1]
     out = F.conv2d(x, weight, bias, stride, padding=pad)
-    h, w = x.shape[-2:]
-    ho, wo = out.shape[-2:]
     n_lo = -(-pad // stride)  # first outputs whose window starts above/left of the image
-    first_hi = max(n_lo, (h - k + pad) // stride + 1)  # first output row whose window passes the bottom
-    first_hi_w = max(n_lo, (w - k + pad) // stride + 1)
-    p = pad
-    # rows: strips of full width, reflect-padded on the outer side and left/right (corners included)
-    if n_lo:
-        rows = (n_lo - 1) * stride - p + k
-        out[..., :n_lo, :] = F.conv2d(F.pad(x[..., :rows, :], (p, p, p, 0), mode="reflect"), weight, bias, stride)
-    if first_hi < ho:
-        start = first_hi * stride - p
-        strip = F.pad(x[..., start:, :], (p, p, 0, p), mode="reflect")
-        out[..., first_hi:, :] = F.conv2d(strip, weight, bias, stride)[..., : ho - first_hi, :]
-    # columns: strips of full height
-    if n_lo:
-        cols = (n_lo - 1) * stride - p + k
-        out[..., :, :n_lo] = F.conv2d(F.pad(x[..., :, :cols], (p, 0, p, p), mode="reflect"), weight, bias, stride)
-    if first_hi_w < wo:
-        start = first_hi_w * stride - p
-        strip = F.pad(x[..., :, start:], (0, p, p, p), mode="reflect")
-        out[..., :, first_hi_w:] = F.conv2d(strip, weight, bias, stride)[..., :, : wo - first_hi_w]
+    for dim in (-2, -1):
+        n_in, n_out = x.shape[dim], out.shape[dim]
+        first_hi = max(n_lo, (n_in - k + pad) // stride + 1)  # first output whose window passes the far edge
+        ranges = [(0, min(n_out, max(n_lo, 2)))] if n_lo else []
+        if first_hi < n_out:
+            ranges.append((max(0, min(first_hi, n_out - 2)), n_out))
+        for o0, o1 in ranges:
+            out.narrow(dim, o0, o1 - o0).copy_(_edge_outputs(x, weight, bias, stride, pad, dim, o0, o1))
     return out
 
 
@@ -274,7 +274,7 @@ class FastSpectral(nn.Module):
         if fu.dtype != torch.float32:
             fu = ws.get("fu32", fu.shape, torch.float32).copy_(fu)
         fu = torch.view_as_complex(fu.view(b, h, wf, c2, 2))
-        back = ws.get("back", (b, h, w, c2), torch.float32)
+        back = torch.view_as_real(spec).view(-1)[: b * h * w * c2].view(b, h, w, c2)  # spec is free now: reused
         for c0 in range(0, c2, group):
             torch.fft.irfftn(fu[..., c0: c0 + group], s=(h, w), dim=(1, 2), norm="ortho",
                              out=back[..., c0: c0 + group])
@@ -486,8 +486,8 @@ class FastGenerator(nn.Module):
         x = self._head(x.contiguous(memory_format=CL))
         for d in self.down[HEAD_LEVELS:]:
             x = d(x)
-        p = self.split_pad
-        y = torch.relu_(self.split_conv(F.pad(x, (p, p, p, p), mode="reflect")))
+        # without the padded copy of its input (256 MB at a 2048x2048 input in float32: the peak)
+        y = torch.relu_(conv2d_reflect(x, self.split_conv.weight, self.split_conv.bias, 2, self.split_pad))
         del x
         x = y.permute(0, 2, 3, 1)  # [B, H, W, C], local channels first: a view
         ws = Workspace(x.dtype, x.device)
