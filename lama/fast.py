@@ -3,18 +3,16 @@
 Same function as :class:`~lama.generator.FFCResNetGenerator` in eval mode (within 1e-4 in float32),
 rearranged for speed and memory on CPUs and GPUs:
 
-- BatchNorm folded into the convolution before it (weights scaled, a bias added);
-- in the FFC blocks the two convolutions that read the local part (l2l, l2g) run as one, and
-  each part is padded once per layer instead of once per convolution;
-- channels-last tensors throughout; the spectral path works on ``[B, H, W, C]`` views, so the
-  Fourier unit's real/imaginary interleave is a free reshape (no stack/permute copies) and its
-  1x1 convolutions are plain matrix products;
-- activations in place; FFTs always in float32, so bfloat16/float16 networks work;
-- on CPUs the FFC blocks' 3x3 convolutions run as Winograd F(4x4, 3x3) (:mod:`lama.winograd`),
-  4x fewer multiplications, on one ``[B, H, W, C]`` tensor whose local/global split is a view, with
-  buffers reused across layers (fresh large tensors cost page faults);
-- the full-resolution head and tail run in row bands, and the 3-channel output conv runs over
-  blocks of columns, where the CPU's convolution kernels are efficient.
+- BatchNorm folded into the convolution before it (:func:`fold_batchnorm`, weights scaled, a bias added);
+- the resnet blocks work on ``[B, H, W, C]`` maps (channels-last memory, local channels first), one layer
+  type (:class:`FastFFC`): its 3x3 convolutions by a pluggable kernel (:data:`KERNELS`: Winograd
+  F(4x4, 3x3) with 4x fewer multiplications, :mod:`lama.winograd`, or the device's direct convolution),
+  chosen per machine by :mod:`lama.kernel_choice`; then the spectral path (:class:`FastSpectral`), whose
+  1x1 convolutions are matrix products and whose Fourier unit uses pocketfft in float32 or, on small
+  maps, DFT matrix products in the network's dtype (:mod:`lama.dft`);
+- activations in place; buffers reused across layers (fresh large tensors cost page faults);
+- the full-resolution head and tail run in row bands, reflect padding without padded copies of large
+  maps, and the 3-channel output conv runs over blocks of columns, where the CPU's kernels are efficient.
 
 Only the published LaMa structure is rebuilt (ratio 0 stem and downsampling, 0.75 resnet blocks,
 no LFU); :func:`supports` says whether a generator has it, and other ones keep the reference path.
@@ -38,7 +36,9 @@ BAND_ELEMENTS = 1 << 22  # values per full-resolution band (16 MB in float32: un
 FFT_GROUP_BYTES = 16 << 20  # spectrum bytes per FFT call
 HEAD_LEVELS = TAIL_LEVELS = 2  # downsamplings / upsamplings done in row bands with the full-resolution ends
 OUT_BLOCK = 4  # columns per block in the output conv (see _space_to_depth_weights)
-DFT_MAX_SIDE = 256  # half-precision Fourier units on maps up to this side use DFT products (faster up to 2048 input)
+# Fourier units on maps up to this side use DFT products instead of pocketfft: in half precision up to 2048x2048
+# inputs (no float32 round trip), in float32 only at the 512x512 input's bottleneck (measured on an AMX Xeon)
+DFT_MAX_SIDE = {torch.float32: 64, torch.bfloat16: 256, torch.float16: 256}
 
 
 def fold_batchnorm(weight: torch.Tensor, bn: nn.BatchNorm2d, out_dim: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -211,13 +211,15 @@ KERNELS = {k.name: k for k in (WinogradKernel, DirectKernel)}
 
 
 def _dft_factors(h: int, w: int, dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
-    """:func:`lama.dft.dft_matrices` stacked for the products of :meth:`FastSpectral._fourier_dft` (made per
-    call, microseconds: a cache of tensors would keep fake ones made while something traces the model)."""
+    """:func:`lama.dft.dft_matrices` arranged for :meth:`FastSpectral._fourier_dft` (made per call, microseconds:
+    a cache of tensors would keep fake ones made while something traces the model). Along H the complex
+    transforms act on stacked (re, im) rows as one real ``[2H, 2H]`` matrix."""
     m = dft_matrices(h, w, dtype, device)
+    c, s = m["h_cos"], m["h_sin"]
     wf = w // 2 + 1
-    return {"w": torch.cat([m["w_cos"], m["w_sin"]]),  # [2 Wf, W]: re rows, then im rows
-            "h_re": torch.cat([m["h_cos"], -m["h_sin"]]), "h_im": torch.cat([m["h_sin"], m["h_cos"]]),
-            "ih_re": torch.cat([m["h_cos"], m["h_sin"]]), "ih_im": torch.cat([-m["h_sin"], m["h_cos"]]),
+    return {"w_cos": m["w_cos"], "w_sin": m["w_sin"],
+            "h": torch.cat([torch.cat([c, s], 1), torch.cat([-s, c], 1)]),  # e^{-i..}: (C re + S im, C im - S re)
+            "ih": torch.cat([torch.cat([c, -s], 1), torch.cat([s, c], 1)]),  # e^{+i..}
             "iw_re": m["iw_cos"].expand(h, w, wf), "iw_im": m["iw_sin"].expand(h, w, wf)}
 
 
@@ -244,7 +246,7 @@ class FastSpectral(nn.Module):
         self.register_buffer("b_fu", b_fu.view(c2, 2).t().contiguous())
 
     def use_dft(self, h: int, w: int) -> bool:
-        return self.w1.dtype != torch.float32 and max(h, w) <= DFT_MAX_SIDE
+        return max(h, w) <= DFT_MAX_SIDE.get(self.w1.dtype, 0)
 
     def forward(self, x_g: torch.Tensor, out_g: torch.Tensor, bhw: tuple[int, int, int], ws: Workspace) -> None:
         """``x_g``, ``out_g``: ``[B H W, C]`` views (rows may be strided) of ``[B, H, W, C]`` maps; ``out_g``
@@ -282,24 +284,22 @@ class FastSpectral(nn.Module):
 
     def _fourier_dft(self, s: torch.Tensor, bhw: tuple[int, int, int], ws: Workspace) -> None:
         """``s += FU(s)`` with the DFTs as matrix products; spectra as ``[2 (re, im), H, W//2+1, C]``, so
-        every product reads plain strided matrices."""
+        every product reads plain matrices."""
         b, h, w = bhw
         c2 = s.shape[1]
         wf = w // 2 + 1
         d = _dft_factors(h, w, s.dtype, s.device)
-        rows = torch.matmul(d["w"], s.view(b, h, w, c2), out=ws.get("rows", (b, h, 2 * wf, c2)))  # along W
-        spec, fu = ws.get("spec", (2, h, wf, c2)), ws.get("fu", (2, h, wf, c2))
-        for i in range(b):
-            r = rows[i].view(h, 2, wf * c2)
-            torch.mm(d["h_re"], r[:, 0], out=spec.view(2 * h, -1)).addmm_(d["h_im"], r[:, 1])  # along H
+        rows, spec, fu = (ws.get(name, (2, h, wf, c2)) for name in ("rows", "spec", "fu"))
+        for si in s.view(b, h, w, c2):
+            torch.matmul(d["w_cos"], si, out=rows[0])  # along W, per row
+            torch.matmul(d["w_sin"], si, out=rows[1])
+            torch.mm(d["h"], rows.view(2 * h, -1), out=spec.view(2 * h, -1))  # along H
             re, im = spec[0].view(-1, c2), spec[1].view(-1, c2)
             for o in range(2):  # the unit's 1x1 conv + BN + ReLU, per output part
                 torch.addmm(self.b_fu[o], re, self.w_fu[o, 0], out=fu[o].view(-1, c2)).addmm_(im, self.w_fu[o, 1])
             torch.relu_(fu)
-            back = torch.mm(d["ih_re"], fu[0].view(h, -1), out=spec.view(2 * h, -1))  # inverse along H
-            back.addmm_(d["ih_im"], fu[1].view(h, -1))
-            si = s.view(b, h, w, c2)[i]  # inverse along W, added to s
-            si.baddbmm_(d["iw_re"], spec[0]).baddbmm_(d["iw_im"], spec[1])
+            torch.mm(d["ih"], fu.view(2 * h, -1), out=spec.view(2 * h, -1))  # inverse along H
+            si.baddbmm_(d["iw_re"], spec[0]).baddbmm_(d["iw_im"], spec[1])  # inverse along W, added to s
 
 
 class FastFFC(nn.Module):
