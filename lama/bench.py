@@ -50,7 +50,7 @@ def _forced_kernel(kernel: str | None):
             os.environ[ENV_KERNEL] = old
 
 
-def conv_rate(dtype: torch.dtype, repeats: int = 5) -> float:
+def conv_rate(dtype: torch.dtype, repeats: int = 3) -> float:
     """GFLOP/s of a 512-channel 3x3 convolution on a 64x64 channels-last map (best of ``repeats``): the
     speed of the machine's best convolution kernel, for the floor column."""
     import torch.nn.functional as F
@@ -149,14 +149,17 @@ def child_time(weights: str, size: int, repeats: int, out: str, photo: str | Non
             notes[name] = runner.note
     times: dict[str, list[float]] = {n: [] for n in runs}
     outs = {n: run().float() for n, run in runs.items()}  # warm-up
+    conv_rates: dict[str, list[float]] = {short: [] for short in SHORT.values()}
     for _ in range(repeats):
         for n, run in runs.items():
             t = time.perf_counter()
             run()
             times[n].append(time.perf_counter() - t)
+        for dtype, short in SHORT.items():  # the floor moves with the machine's load: measured between rounds
+            conv_rates[short].append(conv_rate(getattr(torch, dtype)))
     ref = outs["reference fp32"]
     gflop = _gflop(models["reference fp32"], img, mask)
-    rates = {short: conv_rate(getattr(torch, dtype)) for dtype, short in SHORT.items()}
+    rates = {short: statistics.median(r) for short, r in conv_rates.items()}
     res = {"size": size, "gflop": gflop, "conv_gflops": rates,
            "floor_s": {k: gflop / r for k, r in rates.items()}, "variants": {}, "peers_skipped": skipped}
     for n in runs:
