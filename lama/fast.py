@@ -182,17 +182,28 @@ class WinogradKernel(nn.Module):
         self.register_buffer("b_global", b_g)
 
     def forward(self, x: torch.Tensor, out: torch.Tensor, ws: Workspace) -> torch.Tensor:
-        """As :meth:`DirectKernel.forward`, written into ``out`` (contiguous ``[B, H, W, C]``)."""
+        """As :meth:`DirectKernel.forward`, written into ``out`` (contiguous ``[B, H, W, C]``), which may be ``x``
+        itself: band by band, each band's input read before its output is written, and the one input row
+        the next band needs from this band saved first."""
         b, h, w, c = x.shape
         n_l = self.n_l
         th, tw = -(-h // M), -(-w // M)
         whole = h % M == 0 and w % M == 0  # whole tiles: outputs go straight into ``out``
         step = max(1, TILES_PER_BAND // (b * tw))
+        in_place = out.data_ptr() == x.data_ptr()
         for r0 in range(0, th, step):
             r1 = min(th, r0 + step)
             tr = r1 - r0
             slab = ws.get("slab", (b, M * tr + 2, M * tw + 2, c))
-            fill_slab(x, slab, M * r0 - 1)
+            top = M * r0 - 1
+            fill_slab(x, slab, top)
+            if in_place and r0:  # row ``top`` was overwritten by the previous band: its saved copy, also where
+                # the bottom edge reflects it (a last band of one row)
+                for i in (0, h - top) if h - 2 == top else (0,):
+                    slab[:, i, 1: w + 1] = ws.get("halo", (b, w, c))
+                    slab[:, i, 0], slab[:, i, w + 1] = slab[:, i, 2], slab[:, i, w - 1]
+            if in_place and r1 < th:
+                ws.get("halo", (b, w, c)).copy_(x[:, M * r1 - 1])
             v = input_tiles(slab, ws)
             m_l = torch.bmm(v, self.u_local, out=ws.get("m_local", (v.shape[0], v.shape[1], n_l)))
             m_l[BIAS].add_(self.b_local)  # AT's column for the point 1 is all ones: one bias per pixel
@@ -248,11 +259,14 @@ class FastSpectral(nn.Module):
     def use_dft(self, h: int, w: int) -> bool:
         return max(h, w) <= DFT_MAX_SIDE.get(self.w1.dtype, 0)
 
-    def forward(self, x_g: torch.Tensor, out_g: torch.Tensor, bhw: tuple[int, int, int], ws: Workspace) -> None:
-        """``x_g``, ``out_g``: ``[B H W, C]`` views (rows may be strided) of ``[B, H, W, C]`` maps; ``out_g``
-        is updated in place."""
+    def reduce(self, x_g: torch.Tensor, ws: Workspace) -> torch.Tensor:
+        """``s = relu(w1 x_g + b1)`` from ``x_g``, a ``[B H W, C]`` view (rows may be strided); done before the
+        layer's convolution, which may then overwrite its input."""
         s = ws.get("s", (x_g.shape[0], self.w1.shape[0]))
-        torch.relu_(torch.addmm(self.b1, x_g, self.w1.t(), out=s))
+        return torch.relu_(torch.addmm(self.b1, x_g, self.w1.t(), out=s))
+
+    def forward(self, s: torch.Tensor, out_g: torch.Tensor, bhw: tuple[int, int, int], ws: Workspace) -> None:
+        """``out_g = relu(out_g + w2 (s + FU(s)))``; ``out_g`` a ``[B H W, C]`` view, updated in place."""
         (self._fourier_dft if self.use_dft(*bhw[1:]) else self._fourier_fft)(s, bhw, ws)
         torch.relu_(out_g.addmm_(s, self.w2.t()))
 
@@ -317,10 +331,13 @@ class FastFFC(nn.Module):
         self.spectral = FastSpectral(f.convg2g, layer.bn_g)
 
     def forward(self, x: torch.Tensor, out: torch.Tensor | None, ws: Workspace) -> torch.Tensor:
-        y = self.conv(x, out, ws)
-        b, h, w, c = y.shape
+        """``x``: ``[B, H, W, C]``; the result is written into ``out`` (which may be ``x`` itself) by kernels
+        that take one, else returned as a new tensor."""
+        b, h, w, c = x.shape
         n_l = self.conv.n_l
-        self.spectral(x.reshape(-1, c)[:, n_l:], y.view(-1, c)[:, n_l:], (b, h, w), ws)
+        s = self.spectral.reduce(x.reshape(-1, c)[:, n_l:], ws)
+        y = self.conv(x, out, ws)
+        self.spectral(s, y.view(-1, c)[:, n_l:], (b, h, w), ws)
         return y
 
 
@@ -330,10 +347,13 @@ class FastBlock(nn.Module):
         self.conv1, self.conv2 = FastFFC(block.conv1, kernel), FastFFC(block.conv2, kernel)
 
     def forward(self, x: torch.Tensor, spare: list[torch.Tensor | None], ws: Workspace) -> torch.Tensor:
-        """``x`` + the block's output; kernels that write into given buffers get ``spare``, which rotates."""
-        y = self.conv2(self.conv1(x, spare[0], ws), spare[1], ws).add_(x)
-        if spare[1] is not None:
-            spare[:] = [spare[0], x]
+        """``x`` + the block's output. Kernels that write into given buffers get ``spare[0]`` for the first
+        layer, whose output the second layer then overwrites in place: two maps alive, not three (128 MB at
+        a 2048x2048 input in float32). ``x`` becomes the next block's spare."""
+        t = self.conv1(x, spare[0], ws)
+        y = self.conv2(t, t if spare[0] is not None else None, ws).add_(x)
+        if spare[0] is not None:
+            spare[0] = x
         return y
 
 
@@ -491,7 +511,7 @@ class FastGenerator(nn.Module):
         del x
         x = y.permute(0, 2, 3, 1)  # [B, H, W, C], local channels first: a view
         ws = Workspace(x.dtype, x.device)
-        spare = [torch.empty_like(x), torch.empty_like(x)] if self.kernel == "winograd" else [None, None]
+        spare = [torch.empty_like(x) if self.kernel == "winograd" else None]
         for block in self.blocks:
             x = block(x, spare, ws)
         del spare, ws

@@ -31,7 +31,7 @@ def test_bias_component_reaches_every_output_pixel_once():
     assert torch.equal(at @ e.view(A, A) @ at.T, torch.ones(4, 4, dtype=torch.float64))
 
 
-@pytest.mark.parametrize(("h", "w"), [(16, 16), (13, 18), (2, 5), (5, 2), (70, 9)])
+@pytest.mark.parametrize(("h", "w"), [(16, 16), (13, 18), (2, 5), (5, 2), (70, 9), (9, 7), (6, 11)])
 @pytest.mark.parametrize("tiles_per_band", [1, 256])
 def test_winograd_layer_equals_the_direct_layer(h, w, tiles_per_band, monkeypatch):
     monkeypatch.setattr("lama.fast.TILES_PER_BAND", tiles_per_band)
@@ -45,8 +45,10 @@ def test_winograd_layer_equals_the_direct_layer(h, w, tiles_per_band, monkeypatc
         out = torch.full_like(x, float("nan"))  # every output value must be written
         y = FastFFC(layer, "winograd")(x, out, Workspace(torch.float32, "cpu"))
         official_l, official_g = layer((x[..., :8].permute(0, 3, 1, 2), x[..., 8:].permute(0, 3, 1, 2)))
-    assert y.data_ptr() == out.data_ptr()
-    assert (y - ref).abs().max() <= 5e-5
+        same = x.clone()  # the output overwrites the input, band by band
+        y_in_place = FastFFC(layer, "winograd")(same, same, Workspace(torch.float32, "cpu"))
+    assert y.data_ptr() == out.data_ptr() and y_in_place.data_ptr() == same.data_ptr()
+    assert (y - ref).abs().max() <= 5e-5 and (y_in_place - ref).abs().max() <= 5e-5
     assert (ref - torch.cat([official_l, official_g], 1).permute(0, 2, 3, 1)).abs().max() <= 5e-5
 
 
