@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import types
 import warnings
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from . import dft
 from .errors import LamaError
 from .ffc import FourierUnit
 from .generator import FFCResNetGenerator
+from .io import atomic_write
 
 #: Input and output names of the exported graph.
 INPUT_NAME, OUTPUT_NAME = "image_and_mask", "inpainted"
@@ -104,7 +104,7 @@ def export_onnx(generator: FFCResNetGenerator, path: str | os.PathLike, height: 
     patch = fourier_units_as_matmuls(generator) if fft == "matmul" else contextlib.nullcontext()
     try:
         with patch, torch.no_grad(), warnings.catch_warnings():
-            # lama.dft caches its matrices per map size; shapes are static here, so the cache is safe
+            # lama.dft caches its matrices per map size as NumPy arrays, which tracing cannot turn into fake tensors
             warnings.filterwarnings("ignore", message=r".*functools\.lru_cache", category=UserWarning)
             program = torch.onnx.export(generator, (example,), dynamo=True, opset_version=opset,
                                         input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
@@ -118,13 +118,6 @@ def export_onnx(generator: FFCResNetGenerator, path: str | os.PathLike, height: 
     if written != opset:  # the version converter gives up with a log message, not an exception
         raise LamaError(f"the exporter could not convert the graph to opset {opset} (it wrote {written}); "
                         f"try opset={DEFAULT_OPSET}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        program.save(tmp, external_data=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(path) as f:  # one file, weights inside (Big LaMa's 210 MB is far below protobuf's 2 GB)
+        f.write(program.model_proto.SerializeToString())
     return path

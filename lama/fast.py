@@ -36,9 +36,10 @@ BAND_ELEMENTS = 1 << 22  # values per full-resolution band (16 MB in float32: un
 FFT_GROUP_BYTES = 16 << 20  # spectrum bytes per FFT call
 HEAD_LEVELS = TAIL_LEVELS = 2  # downsamplings / upsamplings done in row bands with the full-resolution ends
 OUT_BLOCK = 4  # columns per block in the output conv (see _space_to_depth_weights)
-# Fourier units on maps up to this side use DFT products instead of pocketfft: in half precision up to 2048x2048
-# inputs (no float32 round trip), in float32 only at the 512x512 input's bottleneck (measured on an AMX Xeon)
-DFT_MAX_SIDE = {torch.float32: 64, torch.bfloat16: 256, torch.float16: 256}
+# Fourier units on maps up to this side use DFT products instead of pocketfft: in bfloat16 up to 2048x2048 inputs
+# (no float32 round trip), in float32 only at the 512x512 input's bottleneck (measured on an AMX Xeon). float16
+# (CUDA) keeps its FFTs in float32: a float16 spectrum can overflow, and no GPU has measured the products.
+DFT_MAX_SIDE = {torch.float32: 64, torch.bfloat16: 256}
 
 
 def fold_batchnorm(weight: torch.Tensor, bn: nn.BatchNorm2d, out_dim: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -239,7 +240,7 @@ class FastSpectral(nn.Module):
     ``s = relu(w1 x + b1)``, BatchNorms folded, 1x1 convolutions as matrix products.
 
     The Fourier unit (rFFT, 1x1 conv + BN + ReLU on (re, im), inverse) runs either with pocketfft in float32
-    or, for small maps in half precision, with its DFTs as matrix products in the network's dtype
+    or, for small maps, with its DFTs as matrix products in the network's dtype
     (:mod:`lama.dft`): no float32 round trip, and the products run on the CPU's bf16 matrix units.
     """
 
