@@ -29,7 +29,7 @@ from torch import nn
 from .dft import dft_matrices
 from .ffc import FFC_BN_ACT, FFCResnetBlock, SpectralTransform
 from .generator import FFCResNetGenerator
-from .winograd import BIAS, TILES_PER_BAND, M, Workspace, fill_slab, filter_transform, input_tiles, output_tiles
+from .winograd import TILES_PER_BAND, M, Workspace, fill_slab, filter_transform, input_tiles, output_tiles
 
 CL = torch.channels_last
 BAND_ELEMENTS = 1 << 22  # values per full-resolution band (16 MB in float32: under the mmap threshold)
@@ -207,12 +207,10 @@ class WinogradKernel(nn.Module):
                 ws.get("halo", (b, w, c)).copy_(x[:, M * r1 - 1])
             v = input_tiles(slab, ws)
             m_l = torch.bmm(v, self.u_local, out=ws.get("m_local", (v.shape[0], v.shape[1], n_l)))
-            m_l[BIAS].add_(self.b_local)  # AT's column for the point 1 is all ones: one bias per pixel
             m_g = torch.bmm(v[..., :n_l], self.u_l2g, out=ws.get("m_global", (v.shape[0], v.shape[1], c - n_l)))
-            m_g[BIAS].add_(self.b_global)
             dst = out[:, M * r0: M * r1].view(b, tr, M, tw, M, c) if whole else ws.get("dst", (b, tr, M, tw, M, c))
-            output_tiles(m_l, dst[..., :n_l], ws, relu=True)
-            output_tiles(m_g, dst[..., n_l:], ws)
+            output_tiles(m_l, dst[..., :n_l], ws, self.b_local, relu=True)
+            output_tiles(m_g, dst[..., n_l:], ws, self.b_global)
             if not whole:
                 rows = min(h, M * r1) - M * r0
                 out[:, M * r0: M * r0 + rows] = dst.view(b, M * tr, M * tw, c)[:, :rows, :w]

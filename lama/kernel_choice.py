@@ -8,7 +8,7 @@ input, and cached on disk per CPU model, torch version, dtype, thread count and 
 direct convolutions (cuDNN's own algorithms).
 
 ``LAMA_FAST_KERNEL=winograd|direct`` forces a kernel (``auto``, the default, measures); ``LAMA_CACHE_DIR`` moves the
-cache (default ``~/.cache/lama``).
+cache (default ``~/.cache/lama``); ``LAMA_NATIVE=0`` turns off the compiled Winograd transforms (:mod:`lama.native`).
 """
 
 from __future__ import annotations
@@ -21,40 +21,30 @@ from pathlib import Path
 
 import torch
 
+from . import native
 from .errors import LamaError
 from .fast import KERNELS as FAST_KERNELS
 from .io import atomic_write
+from .machine import cache_dir, cpu_model
 
 KERNELS = tuple(FAST_KERNELS)
-ENV_KERNEL, ENV_CACHE = "LAMA_FAST_KERNEL", "LAMA_CACHE_DIR"
+ENV_KERNEL = "LAMA_FAST_KERNEL"
 MEASURE_SIZE = 256  # small enough to measure in about a second for Big LaMa, large enough to be representative
 log = logging.getLogger(__name__)
 
 
 def cache_file() -> Path:
-    root = os.environ.get(ENV_CACHE) or os.path.join(os.path.expanduser("~"), ".cache", "lama")
-    return Path(root) / "fast_kernels.json"
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
+    return cache_dir() / "fast_kernels.json"
 
 
 def machine_key(gen: torch.nn.Module, dtype: torch.dtype) -> str:
-    """What the choice depends on: the CPU, torch, the dtype, the threads and the network's shape."""
+    """What the choice depends on: the CPU, torch, the dtype, the threads, the network's shape and whether the
+    Winograd transforms are the compiled ones (:mod:`lama.native`)."""
     blocks = sum(1 for _ in gen.modules() if type(_).__name__ == "FFCResnetBlock")
     width = max(p.shape[0] for p in gen.parameters() if p.dim() == 4)
     return (f"{cpu_model()} | torch {torch.__version__} | {str(dtype).removeprefix('torch.')} | "
-            f"{torch.get_num_threads()} threads | {blocks} blocks x {width} channels")
+            f"{torch.get_num_threads()} threads | {blocks} blocks x {width} channels | "
+            f"{'compiled' if native.library() is not None else 'torch'} transforms")
 
 
 def _read_cache(path: Path) -> dict[str, str]:

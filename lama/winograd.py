@@ -11,7 +11,8 @@ this is the only way to go faster; the price is a relative error near 1e-5 in fl
 
 Tensors here are ``[B, H, W, C]`` (channels-last memory seen as it lies), and the work goes a band
 of tile rows at a time so that the transformed tiles stay in cache. The input and output transforms
-are matrix products too (``BT ⊗ BT``, ``AT ⊗ AT`` on gathered tiles).
+are fused passes compiled for the machine (:mod:`lama.native`), or else matrix products (``BT ⊗ BT``,
+``AT ⊗ AT`` on gathered tiles).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from __future__ import annotations
 import math
 
 import torch
+
+from . import native
 
 # Lavin & Gray's F(4x4, 3x3) matrices (interpolation points 0, ±1, ±2 and infinity): for a 6x6 tile d
 # and a 3x3 filter g, the 4x4 correlation output is  AT [(G g G^T) * (BT d BT^T)] AT^T.
@@ -109,22 +112,36 @@ def _transforms(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor,
 def input_tiles(slab: torch.Tensor, ws: Workspace) -> torch.Tensor:
     """Transformed tiles of a ``[B, 4 tr + 2, 4 tw + 2, C]`` slab: ``[36, B tr tw, C]``.
 
-    Tile (i, j) reads rows ``4i .. 4i+5`` and columns ``4j .. 4j+5``: gathered by one copy into
-    ``[36, tiles, C]``, then transformed by one matrix product with ``BT ⊗ BT``, which runs on the CPU's
-    matrix units and, in bfloat16, rounds once instead of after each of a dozen elementwise passes.
+    Tile (i, j) reads rows ``4i .. 4i+5`` and columns ``4j .. 4j+5``. The compiled transform
+    (:mod:`lama.native`) reads each tile once and writes it transformed; without it, the tiles are gathered
+    by one copy into ``[36, tiles, C]`` and transformed by one matrix product with ``BT ⊗ BT``, which in
+    bfloat16 rounds once instead of after each of a dozen elementwise passes.
     """
     b, hp, wp, c = slab.shape
     tr, tw = (hp - 2) // M, (wp - 2) // M
+    v = ws.get("v", (A * A, b * tr * tw, c))
+    lib = native.library() if native.supports(slab) else None
+    if lib is not None:
+        native.input_tiles(lib, slab.contiguous(), v)
+        return v
     tiles = ws.get("tiles", (A, A, b, tr, tw, c))
     tiles.copy_(slab.unfold(1, A, M).unfold(2, A, M).permute(4, 5, 0, 1, 2, 3))
     bt2, _ = _transforms(slab.dtype, slab.device)
-    return torch.mm(bt2, tiles.view(A * A, -1), out=ws.get("v", (A * A, b * tr * tw * c))).view(A * A, -1, c)
+    return torch.mm(bt2, tiles.view(A * A, -1), out=v.view(A * A, -1)).view(A * A, -1, c)
 
 
-def output_tiles(m: torch.Tensor, dst: torch.Tensor, ws: Workspace, relu: bool = False) -> None:
-    """Write ``[36, T, C]`` products as output pixels into ``dst``, a ``[B, tr, 4, tw, 4, C]`` view: one
-    matrix product with ``AT ⊗ AT``, then one pass that scatters the 4x4 tiles (and applies ReLU)."""
+def output_tiles(m: torch.Tensor, dst: torch.Tensor, ws: Workspace, bias: torch.Tensor | None = None,
+                 relu: bool = False) -> None:
+    """Write ``[36, T, C]`` products as output pixels into ``dst``, a ``[B, tr, 4, tw, 4, C]`` view, adding
+    ``bias`` and applying ReLU if asked: compiled in one pass (:mod:`lama.native`), or one matrix product with
+    ``AT ⊗ AT`` and one pass that scatters the 4x4 tiles (and applies ReLU)."""
     b, tr, _, tw, _, c = dst.shape
+    lib = native.library() if native.supports(m, dst) else None
+    if lib is not None and m.is_contiguous() and dst.stride(-1) == 1:
+        native.output_tiles(lib, m, dst, None if bias is None else bias.contiguous(), relu)
+        return
+    if bias is not None:
+        m[BIAS].add_(bias)  # AT's column for the point 1 is all ones: the bias reaches each pixel once
     _, at2 = _transforms(m.dtype, m.device)
     y = torch.mm(at2, m.reshape(A * A, -1), out=ws.get("y", (M * M, b * tr * tw * c)))
     pixels = y.view(M, M, b, tr, tw, c).permute(2, 3, 0, 4, 1, 5)

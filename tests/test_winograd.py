@@ -33,8 +33,10 @@ def test_bias_component_reaches_every_output_pixel_once():
 
 @pytest.mark.parametrize(("h", "w"), [(16, 16), (13, 18), (2, 5), (5, 2), (70, 9), (9, 7), (6, 11)])
 @pytest.mark.parametrize("tiles_per_band", [1, 256])
-def test_winograd_layer_equals_the_direct_layer(h, w, tiles_per_band, monkeypatch):
+@pytest.mark.parametrize("compiled", ["1", "0"])  # lama.native's transforms, or the PyTorch ones
+def test_winograd_layer_equals_the_direct_layer(h, w, tiles_per_band, compiled, monkeypatch):
     monkeypatch.setattr("lama.fast.TILES_PER_BAND", tiles_per_band)
+    monkeypatch.setenv("LAMA_NATIVE", compiled)
     torch.manual_seed(1)
     layer = FFC_BN_ACT(32, 32, 3, 0.75, 0.75, padding=1, padding_type="reflect", activation_layer=nn.ReLU,
                        enable_lfu=False)

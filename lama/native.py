@@ -1,0 +1,133 @@
+"""The fused Winograd transforms of ``winograd_native.c``: compiled once per machine, loaded with ctypes.
+
+The C file is compiled with the system's C compiler (``cc``, or ``$CC``) for the CPU it runs on
+(``-O3 -march=native``, about a second) into the cache (``~/.cache/lama/native``, see :mod:`lama.machine`),
+under a name that hashes the source, the compiler, the flags and the CPU's model and features, so that a
+cache shared between machines never runs code built for another CPU. Where that fails (no compiler,
+another OS) :func:`library` returns None once with a logged reason, and :mod:`lama.winograd` keeps its
+PyTorch transforms, which compute the same values. ``LAMA_NATIVE=0`` turns the compiled path off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import torch
+
+from .machine import cache_dir, cpu_features, cpu_model
+
+SOURCE = Path(__file__).with_name("winograd_native.c")
+FLAGS = ("-O3", "-march=native", "-std=c11", "-shared", "-fPIC")
+OPENMP = "-fopenmp"  # tried first; a compiler without OpenMP builds a single-threaded library
+ENV = "LAMA_NATIVE"
+DTYPES = {torch.float32: 0, torch.bfloat16: 1}
+log = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_state: dict[str, object] = {}  # "lib": the loaded library or None, once tried
+
+
+def compiler() -> str | None:
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+
+
+def enabled() -> bool:
+    return os.environ.get(ENV, "1") != "0"
+
+
+def library() -> ctypes.CDLL | None:
+    """The compiled transforms, built on first use; None where they cannot be built or are turned off."""
+    if not enabled():
+        return None
+    with _lock:
+        if "lib" not in _state:
+            try:
+                _state["lib"] = _load(_build())
+            except (OSError, subprocess.SubprocessError) as e:
+                log.warning("Winograd transforms: using the PyTorch ones, the C ones did not build: %s", e)
+                _state["lib"] = None
+        return _state["lib"]  # type: ignore[return-value]
+
+
+def reset() -> None:
+    """Forget the loaded library (tests: a changed compiler or cache directory is then used)."""
+    with _lock:
+        _state.clear()
+
+
+def _build() -> Path:
+    cc = compiler()
+    if cc is None:
+        raise OSError("no C compiler on PATH (cc, gcc or clang; or set CC)")
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60).stdout
+    key = hashlib.sha256("\n".join([SOURCE.read_text(), cc, version, " ".join(FLAGS), OPENMP, cpu_model(),
+                                    cpu_features(), platform.machine()]).encode()).hexdigest()[:16]
+    out = cache_dir() / "native" / f"winograd-{key}.so"
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        for flags in ((*FLAGS, OPENMP), FLAGS):
+            done = subprocess.run([cc, *flags, str(SOURCE), "-o", str(tmp)], capture_output=True, text=True,
+                                  timeout=300)
+            if done.returncode == 0:
+                break
+        else:
+            raise OSError(f"{cc} failed: {done.stderr.strip()[-2000:]}")
+        os.replace(tmp, out)  # whole or absent: another process may be loading it
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def _load(path: Path) -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(path))
+    p, i, n = ctypes.c_void_p, ctypes.c_int, ctypes.c_long
+    lib.lama_winograd_input.argtypes = [p, p, i, n, n, n, n, i]
+    lib.lama_winograd_output.argtypes = [p, p, p, i, i, n, n, n, n, n, n, n, n, n, i]
+    lib.lama_winograd_input.restype = lib.lama_winograd_output.restype = None
+    return lib
+
+
+def supports(*tensors: torch.Tensor) -> bool:
+    """Whether the compiled transforms take these tensors (CPU, float32 or bfloat16, one dtype)."""
+    first = tensors[0]
+    return all(t.device.type == "cpu" and t.dtype == first.dtype for t in tensors) and first.dtype in DTYPES
+
+
+def input_tiles(lib: ctypes.CDLL, slab: torch.Tensor, v: torch.Tensor) -> None:
+    """``v`` [36, B tr tw, C] <- transformed tiles of ``slab`` [B, 4 tr + 2, 4 tw + 2, C], both contiguous."""
+    b, hp, wp, c = slab.shape
+    tr, tw = (hp - 2) // 4, (wp - 2) // 4
+    if not (supports(slab, v) and slab.is_contiguous() and v.is_contiguous() and hp == 4 * tr + 2
+            and wp == 4 * tw + 2 and tuple(v.shape) == (36, b * tr * tw, c)):
+        raise ValueError(f"Winograd input transform: slab {tuple(slab.shape)} and tiles {tuple(v.shape)} do not fit")
+    lib.lama_winograd_input(slab.data_ptr(), v.data_ptr(), DTYPES[slab.dtype], b, tr, tw, c, _threads())
+
+
+def output_tiles(lib: ctypes.CDLL, m: torch.Tensor, dst: torch.Tensor, bias: torch.Tensor | None, relu: bool) -> None:
+    """``dst`` [B, tr, 4, tw, 4, C] (any strides, channels contiguous) <- output pixels of products ``m``
+    [36, B tr tw, C] (contiguous), plus ``bias`` [C], then ReLU if asked."""
+    b, tr, _, tw, _, c = dst.shape
+    parts = (m, dst) if bias is None else (m, dst, bias)
+    if not (supports(*parts) and m.is_contiguous() and dst.stride(-1) == 1 and dst.shape[2] == dst.shape[4] == 4
+            and tuple(m.shape) == (36, b * tr * tw, c) and (bias is None or (bias.is_contiguous()
+                                                                          and tuple(bias.shape) == (c,)))):
+        raise ValueError(f"Winograd output transform: products {tuple(m.shape)} and pixels {tuple(dst.shape)} "
+                         "do not fit")
+    sb, sr, sp, sq, ss, _ = dst.stride()
+    lib.lama_winograd_output(m.data_ptr(), dst.data_ptr(), None if bias is None else bias.data_ptr(),
+                             DTYPES[m.dtype], int(relu), b, tr, tw, c, sb, sr, sp, sq, ss, _threads())
+
+
+def _threads() -> int:
+    return int(os.environ.get("LAMA_NATIVE_THREADS", 0)) or torch.get_num_threads()

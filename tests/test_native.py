@@ -1,0 +1,129 @@
+"""The compiled Winograd transforms (lama.native): the same values as the PyTorch transforms, computed in
+float64 as the reference; built once per machine and cached; a missing compiler falls back, and tensors that
+do not fit are refused before any C code touches memory."""
+
+import logging
+
+import pytest
+import torch
+
+from lama import native, winograd
+from lama.winograd import Workspace
+
+needs_compiler = pytest.mark.skipif(native.compiler() is None, reason="no C compiler on this machine")
+
+
+@pytest.fixture
+def fresh(tmp_path, monkeypatch):
+    """An empty cache and no library loaded yet; the usual state again afterwards."""
+    monkeypatch.setenv("LAMA_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("LAMA_NATIVE", "1")
+    native.reset()
+    yield tmp_path
+    native.reset()
+
+
+def _transforms(slab, m, dst_channels, bias, relu, compiled, monkeypatch):
+    monkeypatch.setenv("LAMA_NATIVE", "1" if compiled else "0")
+    ws = Workspace(slab.dtype, "cpu")
+    v = winograd.input_tiles(slab, ws).clone()
+    b, hp, wp, c = slab.shape
+    tr, tw = (hp - 2) // 4, (wp - 2) // 4
+    out = torch.full((b, tr, 4, tw, 4, dst_channels), float("nan"), dtype=m.dtype)  # a strided channel slice
+    winograd.output_tiles(m.clone(), out[..., 1: 1 + m.shape[-1]], ws, bias, relu=relu)
+    return v, out
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(("b", "tr", "tw", "c"), [(1, 3, 5, 70), (2, 4, 4, 128), (1, 1, 1, 3)])
+@pytest.mark.parametrize("relu", [False, True])
+def test_compiled_transforms_equal_the_float64_ones(dtype, b, tr, tw, c, relu, monkeypatch):
+    assert native.library() is not None  # a machine with a compiler must build it
+    gen = torch.Generator().manual_seed(c)
+    slab, m, bias = (torch.randn(shape, generator=gen).to(dtype)
+                     for shape in ((b, 4 * tr + 2, 4 * tw + 2, c), (36, b * tr * tw, c), (c,)))
+    ref_v, ref_out = _transforms(slab.double(), m.double(), c + 2, bias.double(), relu, False, monkeypatch)
+    results = {compiled: _transforms(slab, m, c + 2, bias, relu, compiled, monkeypatch) for compiled in (True, False)}
+    for compiled, (v, out) in results.items():
+        # the values reach about 60 (input) and 150 (output): float32 keeps ~1e-5 of that, bfloat16 one rounding
+        tol = 1e-4 if dtype == torch.float32 else 1.0
+        assert (v.double() - ref_v).abs().max() <= tol, compiled
+        inner = out[..., 1: 1 + c].double()
+        assert (inner - ref_out[..., 1: 1 + c]).abs().max() <= 2 * tol, compiled
+        assert out[..., 0].isnan().all() and out[..., c + 1].isnan().all()  # nothing written beside the slice
+    if dtype == torch.bfloat16:
+        # the input transforms both round once from float32 sums: the same values up to a last-bit tie
+        (v1, o1), (v0, _) = results[True], results[False]
+        assert (v1 != v0).float().mean() < 0.02
+        # the compiled output (bias included) is rounded once: within half a bfloat16 step of the exact value
+        ref = ref_out[..., 1: 1 + c]
+        assert ((o1[..., 1: 1 + c].double() - ref).abs() <= ref.abs() * 2 ** -8 + 1e-4).all()
+
+
+@needs_compiler
+def test_built_once_then_loaded_from_the_cache(fresh, monkeypatch):
+    assert native.library() is not None
+    built = list((fresh / "native").glob("*.so"))
+    assert len(built) == 1 and not list((fresh / "native").glob(".*tmp"))
+    native.reset()
+    calls = []
+    real_run = native.subprocess.run
+    monkeypatch.setattr(native.subprocess, "run", lambda args, **kw: calls.append(args) or real_run(args, **kw))
+    assert native.library() is not None
+    assert all("--version" in args for args in calls)  # asked the compiler's version, compiled nothing
+    # another CPU (or the same model with other features) gets its own build
+    native.reset()
+    monkeypatch.setattr(native, "cpu_features", lambda: "fpu sse sse2")
+    assert native.library() is not None
+    assert len(list((fresh / "native").glob("*.so"))) == 2
+
+
+def test_without_a_compiler_the_pytorch_transforms_are_used(fresh, monkeypatch, caplog):
+    monkeypatch.setattr(native, "compiler", lambda: None)
+    with caplog.at_level(logging.WARNING, logger="lama.native"):
+        assert native.library() is None
+    assert "no C compiler" in caplog.text
+    slab = torch.randn(1, 10, 14, 8)
+    v = winograd.input_tiles(slab, Workspace(torch.float32, "cpu"))
+    monkeypatch.setenv("LAMA_NATIVE", "0")
+    assert torch.equal(v, winograd.input_tiles(slab, Workspace(torch.float32, "cpu")))
+
+
+def test_a_failing_compiler_falls_back(fresh, monkeypatch, tmp_path, caplog):
+    fake = tmp_path / "cc"
+    fake.write_text("#!/bin/sh\necho 'cc: error: broken' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("CC", str(fake))
+    with caplog.at_level(logging.WARNING, logger="lama.native"):
+        assert native.library() is None
+    assert "broken" in caplog.text
+
+
+def test_turned_off_by_the_environment(fresh, monkeypatch):
+    monkeypatch.setenv("LAMA_NATIVE", "0")
+    assert native.library() is None and not (fresh / "native").exists()
+
+
+@needs_compiler
+def test_tensors_that_do_not_fit_are_refused():
+    lib = native.library()
+    slab = torch.zeros(1, 10, 10, 8)
+    with pytest.raises(ValueError, match="do not fit"):
+        native.input_tiles(lib, slab, torch.zeros(36, 3, 8))  # 4 tiles, not 3
+    with pytest.raises(ValueError, match="do not fit"):
+        native.input_tiles(lib, slab[:, :, :, :4], torch.zeros(36, 4, 4))  # not contiguous
+    with pytest.raises(ValueError, match="do not fit"):
+        native.output_tiles(lib, torch.zeros(36, 4, 8), torch.zeros(1, 2, 4, 2, 4, 8), torch.zeros(7), False)
+    with pytest.raises(ValueError, match="do not fit"):
+        native.input_tiles(lib, slab.double(), torch.zeros(36, 4, 8, dtype=torch.float64))  # no float64 build
+    with pytest.raises(ValueError, match="do not fit"):
+        strided = torch.zeros(1, 2, 4, 2, 4, 16)[..., ::2]  # channels not contiguous
+        native.output_tiles(lib, torch.zeros(36, 4, 8), strided, None, False)
+
+
+def test_the_source_ships_with_the_package():
+    import tomllib
+
+    config = tomllib.loads((native.SOURCE.parents[1] / "pyproject.toml").read_text())
+    assert native.SOURCE.name in config["tool"]["setuptools"]["package-data"]["lama"]
