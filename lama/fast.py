@@ -29,7 +29,7 @@ from torch import nn
 from .dft import dft_matrices
 from .ffc import FFC_BN_ACT, FFCResnetBlock, SpectralTransform
 from .generator import FFCResNetGenerator
-from .winograd import TILES_PER_BAND, M, Workspace, fill_slab, filter_transform, input_tiles, output_tiles
+from .winograd import TILES_PER_BAND, M, Workspace, band_tiles, filter_transform, output_tiles
 
 CL = torch.channels_last
 BAND_ELEMENTS = 1 << 22  # values per full-resolution band (16 MB in float32: under the mmap threshold)
@@ -195,17 +195,10 @@ class WinogradKernel(nn.Module):
         for r0 in range(0, th, step):
             r1 = min(th, r0 + step)
             tr = r1 - r0
-            slab = ws.get("slab", (b, M * tr + 2, M * tw + 2, c))
-            top = M * r0 - 1
-            fill_slab(x, slab, top)
-            if in_place and r0:  # row ``top`` was overwritten by the previous band: its saved copy, also where
-                # the bottom edge reflects it (a last band of one row)
-                for i in (0, h - top) if h - 2 == top else (0,):
-                    slab[:, i, 1: w + 1] = ws.get("halo", (b, w, c))
-                    slab[:, i, 0], slab[:, i, w + 1] = slab[:, i, 2], slab[:, i, w - 1]
+            halo = ws.get("halo", (b, w, c)) if in_place and r0 else None  # row M r0 - 1, saved before overwritten
+            v = band_tiles(x, M * r0 - 1, tr, ws, halo)
             if in_place and r1 < th:
-                ws.get("halo", (b, w, c)).copy_(x[:, M * r1 - 1])
-            v = input_tiles(slab, ws)
+                ws.get("halo", (b, w, c)).copy_(x[:, M * r1 - 1])  # after this band's tiles have read the last one
             m_l = torch.bmm(v, self.u_local, out=ws.get("m_local", (v.shape[0], v.shape[1], n_l)))
             m_g = torch.bmm(v[..., :n_l], self.u_l2g, out=ws.get("m_global", (v.shape[0], v.shape[1], c - n_l)))
             dst = out[:, M * r0: M * r1].view(b, tr, M, tw, M, c) if whole else ws.get("dst", (b, tr, M, tw, M, c))

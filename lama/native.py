@@ -92,7 +92,7 @@ def _build() -> Path:
 def _load(path: Path) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
     p, i, n = ctypes.c_void_p, ctypes.c_int, ctypes.c_long
-    lib.lama_winograd_input.argtypes = [p, p, i, n, n, n, n, i]
+    lib.lama_winograd_input.argtypes = [p, p, p, i, n, n, n, n, n, n, n, n, i]
     lib.lama_winograd_output.argtypes = [p, p, p, i, i, n, n, n, n, n, n, n, n, n, i]
     lib.lama_winograd_input.restype = lib.lama_winograd_output.restype = None
     return lib
@@ -104,14 +104,20 @@ def supports(*tensors: torch.Tensor) -> bool:
     return all(t.device.type == "cpu" and t.dtype == first.dtype for t in tensors) and first.dtype in DTYPES
 
 
-def input_tiles(lib: ctypes.CDLL, slab: torch.Tensor, v: torch.Tensor) -> None:
-    """``v`` [36, B tr tw, C] <- transformed tiles of ``slab`` [B, 4 tr + 2, 4 tw + 2, C], both contiguous."""
-    b, hp, wp, c = slab.shape
-    tr, tw = (hp - 2) // 4, (wp - 2) // 4
-    if not (supports(slab, v) and slab.is_contiguous() and v.is_contiguous() and hp == 4 * tr + 2
-            and wp == 4 * tw + 2 and tuple(v.shape) == (36, b * tr * tw, c)):
-        raise ValueError(f"Winograd input transform: slab {tuple(slab.shape)} and tiles {tuple(v.shape)} do not fit")
-    lib.lama_winograd_input(slab.data_ptr(), v.data_ptr(), DTYPES[slab.dtype], b, tr, tw, c, _threads())
+def input_tiles(lib: ctypes.CDLL, x: torch.Tensor, v: torch.Tensor, top: int, tr: int,
+                halo: torch.Tensor | None) -> None:
+    """``v`` [36, B tr tw, C] <- transformed tiles of the band of ``tr`` tile rows of ``x`` [B, H, W, C] whose
+    first input row is ``top`` (reflect padding by one pixel, zeros past it), ``halo`` [B, W, C] standing for
+    row ``top``."""
+    b, h, w, c = x.shape
+    tw = -(-w // 4)
+    parts = (x, v) if halo is None else (x, v, halo)
+    if not (supports(*parts) and all(t.is_contiguous() for t in parts) and h >= 2 and w >= 2
+            and tuple(v.shape) == (36, b * tr * tw, c) and -1 <= top < h
+            and (halo is None or tuple(halo.shape) == (b, w, c))):
+        raise ValueError(f"Winograd input transform: map {tuple(x.shape)} and tiles {tuple(v.shape)} do not fit")
+    lib.lama_winograd_input(x.data_ptr(), None if halo is None else halo.data_ptr(), v.data_ptr(), DTYPES[x.dtype],
+                            b, h, w, c, top, top, tr, tw, _threads())
 
 
 def output_tiles(lib: ctypes.CDLL, m: torch.Tensor, dst: torch.Tensor, bias: torch.Tensor | None, relu: bool) -> None:

@@ -112,22 +112,40 @@ def _transforms(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor,
 def input_tiles(slab: torch.Tensor, ws: Workspace) -> torch.Tensor:
     """Transformed tiles of a ``[B, 4 tr + 2, 4 tw + 2, C]`` slab: ``[36, B tr tw, C]``.
 
-    Tile (i, j) reads rows ``4i .. 4i+5`` and columns ``4j .. 4j+5``. The compiled transform
-    (:mod:`lama.native`) reads each tile once and writes it transformed; without it, the tiles are gathered
-    by one copy into ``[36, tiles, C]`` and transformed by one matrix product with ``BT ⊗ BT``, which in
-    bfloat16 rounds once instead of after each of a dozen elementwise passes.
+    Tile (i, j) reads rows ``4i .. 4i+5`` and columns ``4j .. 4j+5``: gathered by one copy into
+    ``[36, tiles, C]``, then transformed by one matrix product with ``BT ⊗ BT``, which in bfloat16 rounds
+    once instead of after each of a dozen elementwise passes.
     """
     b, hp, wp, c = slab.shape
     tr, tw = (hp - 2) // M, (wp - 2) // M
-    v = ws.get("v", (A * A, b * tr * tw, c))
-    lib = native.library() if native.supports(slab) else None
-    if lib is not None:
-        native.input_tiles(lib, slab.contiguous(), v)
-        return v
     tiles = ws.get("tiles", (A, A, b, tr, tw, c))
     tiles.copy_(slab.unfold(1, A, M).unfold(2, A, M).permute(4, 5, 0, 1, 2, 3))
     bt2, _ = _transforms(slab.dtype, slab.device)
-    return torch.mm(bt2, tiles.view(A * A, -1), out=v.view(A * A, -1)).view(A * A, -1, c)
+    return torch.mm(bt2, tiles.view(A * A, -1), out=ws.get("v", (A * A, b * tr * tw * c))).view(A * A, -1, c)
+
+
+def band_tiles(x: torch.Tensor, top: int, tr: int, ws: Workspace, halo: torch.Tensor | None = None) -> torch.Tensor:
+    """Transformed tiles ``[36, B tr tw, C]`` of the band of ``tr`` tile rows of ``x`` [B, H, W, C] whose first
+    input row is ``top``, reflect-padded by one pixel; ``halo`` [B, W, C], if given, stands for row ``top``
+    (a layer that writes its output over its input has already overwritten it).
+
+    The compiled transform (:mod:`lama.native`) reads the tiles straight from ``x``; without it the band is
+    copied into a padded slab first (:func:`fill_slab`, :func:`input_tiles`).
+    """
+    b, h, w, c = x.shape
+    tw = -(-w // M)
+    lib = native.library() if native.supports(x) and x.is_contiguous() else None
+    if lib is not None:
+        v = ws.get("v", (A * A, b * tr * tw, c))
+        native.input_tiles(lib, x, v, top, tr, halo)
+        return v
+    slab = ws.get("slab", (b, M * tr + 2, M * tw + 2, c))
+    fill_slab(x, slab, top)
+    if halo is not None:  # row ``top`` of the slab, and where the bottom edge reflects it (a last band of one row)
+        for i in (0, h - top) if h - 2 == top else (0,):
+            slab[:, i, 1: w + 1] = halo
+            slab[:, i, 0], slab[:, i, w + 1] = slab[:, i, 2], slab[:, i, w - 1]
+    return input_tiles(slab, ws)
 
 
 def output_tiles(m: torch.Tensor, dst: torch.Tensor, ws: Workspace, bias: torch.Tensor | None = None,

@@ -12,7 +12,10 @@
    bfloat16 values are converted on load and rounded to nearest even on store, as PyTorch rounds.
 
    Layouts (element strides; channels are contiguous everywhere):
-     slab  [B, hp, wp, C]  contiguous, hp = 4 tr + 2, wp = 4 tw + 2
+     x     [B, H, W, C]    contiguous; a band of tr tile rows reads rows top .. top + 4 tr + 1 and columns
+                           -1 .. 4 tw, reflect-padded by one pixel (-1 is 1, H is H - 2) and zero past that;
+                           row `halo_row`, if any, is read from `halo` [B, W, C] instead (the layer writes its
+                           output over its input, and that row was already overwritten)
      v     [36, T, C]      contiguous, T = B tr tw, tiles in (b, row, column) order, component 6 i + j
      m     [36, T, Cm]     contiguous
      dst   pixel (b, row r, y p, column q, x s, channel c) at
@@ -87,22 +90,45 @@ typedef struct {
     const void *src;
     void *dst;
     const void *bias;
+    const void *halo;
     int bf16, relu;
-    long tr, tw, c, hp, wp;        /* input: slab geometry */
+    long tr, tw, c, h, w, top, halo_row; /* input: map and band geometry */
     long t_all, sb, sr, sp, sq, ss; /* output: tile count and dst strides */
     long t0, t1;                    /* this thread's tiles */
 } job;
 
+/* The source index of padded position p (-1 .. n): reflect by one pixel, -1 past the padding (zeros). */
+static inline long reflect(long p, long n) {
+    if (p < 0) return -p;
+    if (p < n) return p;
+    return p == n ? n - 2 : -1;
+}
+
 static void *input_job(void *arg) {
     const job *j = arg;
     float d[36][CB] = {{0}}, t[36][CB], v[36][CB]; /* zeros: a last chunk's tail lanes stay finite */
-    long tiles = j->tr * j->tw;
+    long tiles = j->tr * j->tw, elt = j->bf16 ? 2 : 4;
     for (long t_ = j->t0; t_ < j->t1; t_++) {
         long b = t_ / tiles, r = t_ % tiles / j->tw, q = t_ % j->tw;
-        long base = ((b * j->hp + 4 * r) * j->wp + 4 * q) * j->c;
+        const char *rows[6];
+        long cols[6];
+        for (int k = 0; k < 6; k++) {
+            long y = reflect(j->top + 4 * r + k, j->h);
+            rows[k] = y < 0 ? NULL
+                    : y == j->halo_row ? (const char *)j->halo + b * j->w * j->c * elt
+                    : (const char *)j->src + (b * j->h + y) * j->w * j->c * elt;
+            cols[k] = reflect(4 * q + k - 1, j->w);
+        }
         for (long c0 = 0; c0 < j->c; c0 += CB) {
             int n = j->c - c0 < CB ? (int)(j->c - c0) : CB;
-            for (int k = 0; k < 36; k++) load(j->src, base + ((k / 6) * j->wp + k % 6) * j->c + c0, j->bf16, d[k], n);
+            for (int k = 0; k < 36; k++) {
+                const char *row = rows[k / 6];
+                long col = cols[k % 6];
+                if (row && col >= 0)
+                    load(row, col * j->c + c0, j->bf16, d[k], n);
+                else
+                    memset(d[k], 0, sizeof d[k]);
+            }
             for (int col = 0; col < 6; col++) bt6(&d[col], 6, &t[col], 6); /* along rows */
             for (int row = 0; row < 6; row++) bt6(&t[6 * row], 1, &v[6 * row], 1); /* along columns */
             for (int k = 0; k < 36; k++) store(j->dst, (k * j->t_all + t_) * j->c + c0, j->bf16, v[k], n);
@@ -155,10 +181,11 @@ static void run(const job *base, void *(*fn)(void *), int threads) {
     }
 }
 
-void lama_winograd_input(const void *slab, void *v, int bf16, long b, long tr, long tw, long c, int threads) {
+void lama_winograd_input(const void *x, const void *halo, void *v, int bf16, long b, long h, long w, long c,
+                         long top, long halo_row, long tr, long tw, int threads) {
     job j = {0};
-    j.src = slab, j.dst = v, j.bf16 = bf16, j.tr = tr, j.tw = tw, j.c = c;
-    j.hp = 4 * tr + 2, j.wp = 4 * tw + 2, j.t_all = b * tr * tw;
+    j.src = x, j.halo = halo, j.dst = v, j.bf16 = bf16, j.h = h, j.w = w, j.c = c, j.top = top;
+    j.halo_row = halo ? halo_row : -2, j.tr = tr, j.tw = tw, j.t_all = b * tr * tw;
     run(&j, input_job, threads);
 }
 

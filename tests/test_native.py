@@ -23,28 +23,37 @@ def fresh(tmp_path, monkeypatch):
     native.reset()
 
 
-def _transforms(slab, m, dst_channels, bias, relu, compiled, monkeypatch):
+def _transforms(x, top, tr, halo, m, bias, relu, compiled, monkeypatch):
+    """Input tiles of a band of ``x`` and output pixels of products ``m`` into a strided channel slice."""
     monkeypatch.setenv("LAMA_NATIVE", "1" if compiled else "0")
-    ws = Workspace(slab.dtype, "cpu")
-    v = winograd.input_tiles(slab, ws).clone()
-    b, hp, wp, c = slab.shape
-    tr, tw = (hp - 2) // 4, (wp - 2) // 4
-    out = torch.full((b, tr, 4, tw, 4, dst_channels), float("nan"), dtype=m.dtype)  # a strided channel slice
-    winograd.output_tiles(m.clone(), out[..., 1: 1 + m.shape[-1]], ws, bias, relu=relu)
+    ws = Workspace(x.dtype, "cpu")
+    v = winograd.band_tiles(x, top, tr, ws, halo).clone()
+    b, _, w, c = x.shape
+    tw = -(-w // 4)
+    out = torch.full((b, tr, 4, tw, 4, c + 2), float("nan"), dtype=m.dtype)
+    winograd.output_tiles(m.clone(), out[..., 1: 1 + c], ws, bias, relu=relu)
     return v, out
 
 
 @needs_compiler
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize(("b", "tr", "tw", "c"), [(1, 3, 5, 70), (2, 4, 4, 128), (1, 1, 1, 3)])
+# (map, first input row, tile rows, halo): whole tiles, ragged edges with zero padding, the top edge's reflection,
+# a halo row, a last band of one row whose bottom reflection reads the halo too, a 2-pixel map
+@pytest.mark.parametrize(("b", "h", "w", "c", "top", "tr", "halo"), [
+    (1, 12, 20, 70, -1, 3, False), (2, 16, 16, 128, 3, 2, True), (1, 13, 18, 3, -1, 4, False),
+    (1, 9, 7, 16, 7, 1, True), (2, 2, 5, 8, -1, 1, False), (1, 14, 6, 64, 11, 1, True)])
 @pytest.mark.parametrize("relu", [False, True])
-def test_compiled_transforms_equal_the_float64_ones(dtype, b, tr, tw, c, relu, monkeypatch):
+def test_compiled_transforms_equal_the_float64_ones(dtype, b, h, w, c, top, tr, halo, relu, monkeypatch):
     assert native.library() is not None  # a machine with a compiler must build it
     gen = torch.Generator().manual_seed(c)
-    slab, m, bias = (torch.randn(shape, generator=gen).to(dtype)
-                     for shape in ((b, 4 * tr + 2, 4 * tw + 2, c), (36, b * tr * tw, c), (c,)))
-    ref_v, ref_out = _transforms(slab.double(), m.double(), c + 2, bias.double(), relu, False, monkeypatch)
-    results = {compiled: _transforms(slab, m, c + 2, bias, relu, compiled, monkeypatch) for compiled in (True, False)}
+    tw = -(-w // 4)
+    x, m, bias, halo = (torch.randn(shape, generator=gen).to(dtype)
+                        for shape in ((b, h, w, c), (36, b * tr * tw, c), (c,), (b, w, c) if halo else (0,)))
+    halo = halo if halo.numel() else None
+    ref_v, ref_out = _transforms(x.double(), top, tr, None if halo is None else halo.double(), m.double(),
+                                 bias.double(), relu, False, monkeypatch)
+    results = {compiled: _transforms(x, top, tr, halo, m, bias, relu, compiled, monkeypatch)
+               for compiled in (True, False)}
     for compiled, (v, out) in results.items():
         # the values reach about 60 (input) and 150 (output): float32 keeps ~1e-5 of that, bfloat16 one rounding
         tol = 1e-4 if dtype == torch.float32 else 1.0
@@ -84,10 +93,10 @@ def test_without_a_compiler_the_pytorch_transforms_are_used(fresh, monkeypatch, 
     with caplog.at_level(logging.WARNING, logger="lama.native"):
         assert native.library() is None
     assert "no C compiler" in caplog.text
-    slab = torch.randn(1, 10, 14, 8)
-    v = winograd.input_tiles(slab, Workspace(torch.float32, "cpu"))
+    x = torch.randn(1, 8, 12, 8)
+    v = winograd.band_tiles(x, -1, 2, Workspace(torch.float32, "cpu")).clone()
     monkeypatch.setenv("LAMA_NATIVE", "0")
-    assert torch.equal(v, winograd.input_tiles(slab, Workspace(torch.float32, "cpu")))
+    assert torch.equal(v, winograd.band_tiles(x, -1, 2, Workspace(torch.float32, "cpu")))
 
 
 def test_a_failing_compiler_falls_back(fresh, monkeypatch, tmp_path, caplog):
@@ -108,15 +117,19 @@ def test_turned_off_by_the_environment(fresh, monkeypatch):
 @needs_compiler
 def test_tensors_that_do_not_fit_are_refused():
     lib = native.library()
-    slab = torch.zeros(1, 10, 10, 8)
+    x = torch.zeros(1, 8, 8, 8)
     with pytest.raises(ValueError, match="do not fit"):
-        native.input_tiles(lib, slab, torch.zeros(36, 3, 8))  # 4 tiles, not 3
+        native.input_tiles(lib, x, torch.zeros(36, 3, 8), -1, 2, None)  # 4 tiles, not 3
     with pytest.raises(ValueError, match="do not fit"):
-        native.input_tiles(lib, slab[:, :, :, :4], torch.zeros(36, 4, 4))  # not contiguous
+        native.input_tiles(lib, x[..., :4], torch.zeros(36, 4, 4), -1, 2, None)  # not contiguous
+    with pytest.raises(ValueError, match="do not fit"):
+        native.input_tiles(lib, x, torch.zeros(36, 4, 8), 8, 2, None)  # starts below the map
+    with pytest.raises(ValueError, match="do not fit"):
+        native.input_tiles(lib, x, torch.zeros(36, 4, 8), 3, 2, torch.zeros(1, 7, 8))  # halo of another width
     with pytest.raises(ValueError, match="do not fit"):
         native.output_tiles(lib, torch.zeros(36, 4, 8), torch.zeros(1, 2, 4, 2, 4, 8), torch.zeros(7), False)
     with pytest.raises(ValueError, match="do not fit"):
-        native.input_tiles(lib, slab.double(), torch.zeros(36, 4, 8, dtype=torch.float64))  # no float64 build
+        native.input_tiles(lib, x.double(), torch.zeros(36, 4, 8, dtype=torch.float64), -1, 2, None)  # no float64
     with pytest.raises(ValueError, match="do not fit"):
         strided = torch.zeros(1, 2, 4, 2, 4, 16)[..., ::2]  # channels not contiguous
         native.output_tiles(lib, torch.zeros(36, 4, 8), strided, None, False)
