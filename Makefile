@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean browser bench bench-train train-demo notebooks
+.PHONY: demo test lint clean browser bench bench-export bench-train train-demo notebooks
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -44,6 +44,11 @@ $(BENCH_STAMP): requirements-bench.txt $(STAMP)
 
 bench: $(STAMP) $(BENCH_STAMP)
 	$(BIN)/python -m lama bench
+
+# Each export format of Big LaMa-sized random weights: export time, file size, parity at 512x512 and 1000x664,
+# OpenVINO bf16 PSNR (table + docs/export-benchmark.json).
+bench-export: $(STAMP) $(BENCH_STAMP)
+	$(BIN)/python -m lama.bench_export
 
 # Training step time (big-lama, 256x256, fp32/bf16, with and without ResNetPL) and peak memory: table + JSON.
 bench-train: $(STAMP)

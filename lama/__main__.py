@@ -1,4 +1,4 @@
-"""Command line: ``python -m lama predict|convert|train|bench``.
+"""Command line: ``python -m lama predict|convert|export|train|bench``.
 
 predict: inpaint a file or a folder. Masks come from ``--mask`` (a file, or a folder matched by file
 stem) or, without it, from the official layout (``x.png`` beside ``x_mask000.png``, ``x_mask001.png``...).
@@ -155,6 +155,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    formats = {".onnx": "onnx", ".pt": "torchscript", ".xml": "openvino"}
+    fmt = args.format or formats.get(Path(args.out).suffix.lower())
+    if fmt is None:
+        raise LamaError(f"cannot tell the format from {args.out}: pass --format onnx|torchscript|openvino")
+    path = export(args.source, args.out, format=fmt, fft=args.fft, raw=args.raw, opset=args.opset,
+                  preset=args.preset, pipeline=args.pipeline, dtype=args.dtype)
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lama", description="LaMa inpainting")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -180,6 +193,22 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("out")
     c.add_argument("--preset", default=None)
     c.set_defaults(func=cmd_convert)
+    e = sub.add_parser("export", help="write ONNX, TorchScript (IOPaint's big-lama.pt) or OpenVINO IR "
+                                      "(see lama/export.py)")
+    e.add_argument("source", help="weights in any format --model takes")
+    e.add_argument("out", help="the file to write (.onnx, .pt, or .xml with its .bin beside it)")
+    e.add_argument("--format", default=None, choices=["onnx", "torchscript", "openvino"],
+                   help="default: from OUT's extension (.onnx, .pt, .xml)")
+    e.add_argument("--fft", default="matmul", choices=["matmul", "dft-op"],
+                   help="ONNX: FFTs as DFT matrix products (default, any runtime) or ONNX DFT ops")
+    e.add_argument("--raw", action="store_true", help="output the generator's prediction, not the composited image")
+    e.add_argument("--pipeline", action="store_true",
+                   help="ONNX: uint8 HxWx3 photo + HxW mask in, uint8 photo out (padding and compositing inside)")
+    e.add_argument("--opset", type=int, default=None, help="ONNX opset (default 20)")
+    e.add_argument("--dtype", default="float32", choices=["float32", "float16"],
+                   help="ONNX: float16 for GPU runtimes (the Fourier units stay float32; inputs stay float32)")
+    e.add_argument("--preset", default=None, help="structure for weight files without a config")
+    e.set_defaults(func=cmd_export)
     t = sub.add_parser("train", help="train or fine-tune LaMa (torchrun --nproc_per_node N -m lama train ... for DDP)")
     t.add_argument("--config", default=None, help="a bundled config name or a YAML file")
     t.add_argument("overrides", nargs="*", help="key.sub=value overrides of the config, e.g. data.batch_size=4")

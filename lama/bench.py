@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="alternating runs per size (1 above 1024)")
     ap.add_argument("--photo", default=None)
     ap.add_argument("--no-memory", action="store_true", help="skip the per-variant peak RSS processes")
-    ap.add_argument("--peer-sizes", type=int, nargs="*", default=[512],
+    ap.add_argument("--peer-sizes", type=int, nargs="*", default=[512, 1024],
                     help="sizes at which OpenVINO / ONNX Runtime run too (each needs ONNX exports: ~1 min)")
     ap.add_argument("--peers", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--no-strategies", action="store_true")

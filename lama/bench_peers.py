@@ -2,9 +2,10 @@
 
 :func:`peer_runners` converts one float32 generator at one input size for OpenVINO (straight from
 the torch module, and from the matrix-product-DFT ONNX export) and for ONNX Runtime (matrix-product
-and ``DFT``-op exports). Each runner maps a float32 ``[1, 4, H, W]`` array to the raw generator
-output ``[1, 3, H, W]``. These packages are benchmark dependencies (requirements-bench.txt): a peer
-whose package is missing, or that fails to convert, compile or run, is skipped with the reason.
+and ``DFT``-op exports, :mod:`lama.export` with ``raw=True``). Each runner maps a float32 ``[1, 4, H, W]``
+array (masked image and mask, the generator's input) to the raw generator output ``[1, 3, H, W]``.
+These packages are benchmark dependencies (requirements-bench.txt): a peer whose package is missing,
+or that fails to convert, compile or run, is skipped with the reason.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from .errors import LamaError
-from .export import INPUT_NAME, OUTPUT_NAME, check_generator_input, export_onnx
+from .export import OUTPUT_NAMES, check_generator, export_onnx
 
 
 @dataclass
@@ -75,6 +76,12 @@ def _openvino_note(compiled: Any) -> str:
     return f"INFERENCE_PRECISION_HINT={precision}; nodes {nodes}"
 
 
+def _static(model: Any, height: int, width: int) -> Any:
+    """The dynamic-size export at one size, so that OpenVINO folds the DFT matrices into constants."""
+    model.reshape({model.inputs[0]: [1, 3, height, width], model.inputs[1]: [1, 1, height, width]})
+    return model
+
+
 def _check_runner(fn: Callable[[np.ndarray], np.ndarray], shape: tuple[int, ...]) -> None:
     """One call on zeros (also the warm-up): a runner that cannot run is skipped, not timed."""
     out = fn(np.zeros(shape, np.float32))
@@ -91,7 +98,9 @@ def peer_runners(generator: torch.nn.Module, height: int, width: int, threads: i
     Returns ``Peers(runners, skipped)``; names are those of :data:`PEER_NAMES`. Every runner has run
     once on zeros (a warm-up), so building takes a few model runs.
     """
-    check_generator_input(generator, height, width)
+    check_generator(generator)
+    if any(type(v) is not int or v < 16 or v % 8 for v in (height, width)):
+        raise LamaError(f"height and width must be multiples of 8 from 16, got {height!r} x {width!r}")
     if type(threads) is not int or threads < 1:
         raise LamaError(f"threads must be a positive integer, got {threads!r}")
     workdir = Path(workdir)
@@ -110,10 +119,9 @@ def peer_runners(generator: torch.nn.Module, height: int, width: int, threads: i
             runners[name] = runner
 
     onnx_files: dict[str, Path | str] = {}  # fft -> exported file, or why the export failed
-    for fft in ("matmul", "dft"):
-        try:
-            onnx_files[fft] = export_onnx(generator, workdir / f"generator_{fft}_{height}x{width}.onnx",
-                                          height, width, fft=fft)
+    for fft in ("matmul", "dft-op"):
+        try:  # dynamic-size files; OpenVINO gets the static shape at compile time
+            onnx_files[fft] = export_onnx(generator, workdir / f"generator_{fft}.onnx", fft=fft, raw=True)
         except Exception as e:
             onnx_files[fft] = f"ONNX export (fft={fft!r}) failed: {_error(e)}"
 
@@ -131,7 +139,8 @@ def peer_runners(generator: torch.nn.Module, height: int, width: int, threads: i
             request = compiled.create_infer_request()
 
             def run(x: np.ndarray) -> np.ndarray:
-                request.infer({0: np.ascontiguousarray(x, np.float32)})
+                x = np.ascontiguousarray(x, np.float32)
+                request.infer({0: x} if len(compiled.inputs) == 1 else {0: x[:, :3], 1: x[:, 3:]})
                 return request.get_output_tensor(0).data.copy()
 
             return PeerRunner(run, _openvino_note(compiled))
@@ -139,7 +148,7 @@ def peer_runners(generator: torch.nn.Module, height: int, width: int, threads: i
         sources: dict[tuple[str, ...], Callable[[], Any]] = {
             # a static input shape: otherwise the traced graph keeps its shape arithmetic (ShapeOf, Gather...)
             OV_TORCH: lambda: ov.convert_model(generator, example_input=torch.zeros(shape), input=[shape]),
-            OV_ONNX: lambda: core.read_model(onnx_files["matmul"]),
+            OV_ONNX: lambda: _static(core.read_model(onnx_files["matmul"]), height, width),
         }
         for names, load in sources.items():
             if names == OV_ONNX and isinstance(onnx_files["matmul"], str):
@@ -161,7 +170,7 @@ def peer_runners(generator: torch.nn.Module, height: int, width: int, threads: i
                 skipped[bf16_name] = "this CPU has no bfloat16 support (OpenVINO OPTIMIZATION_CAPABILITIES lacks BF16)"
 
     ort, why = _import("onnxruntime")
-    for name, fft in ((ORT_MATMUL, "matmul"), (ORT_DFT, "dft")):
+    for name, fft in ((ORT_MATMUL, "matmul"), (ORT_DFT, "dft-op")):
         if ort is None:
             skipped[name] = why
         elif isinstance(onnx_files[fft], str):
@@ -176,7 +185,8 @@ def peer_runners(generator: torch.nn.Module, height: int, width: int, threads: i
                 session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
                 def run(x: np.ndarray) -> np.ndarray:
-                    return session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(x, np.float32)})[0]
+                    x = np.ascontiguousarray(x, np.float32)
+                    return session.run([OUTPUT_NAMES[True]], {"image": x[:, :3], "mask": x[:, 3:]})[0]
 
                 return PeerRunner(run, f"onnxruntime {ort.__version__}, {', '.join(session.get_providers())}")
 

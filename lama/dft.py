@@ -14,35 +14,25 @@ its real and imaginary parts. The inverse treats the spectrum as Hermitian along
 
 from __future__ import annotations
 
-import functools
 import math
 
-import numpy as np
 import torch
 
 
-@functools.lru_cache(maxsize=32)
-def _matrices64(h: int, w: int) -> dict[str, np.ndarray]:
-    """The DFT factors in float64, ortho scaling split between the two axes. NumPy, not torch: an export
-    traces with fake tensors, and a cached fake tensor would later stand in for real values."""
-    wf = w // 2 + 1
-    ang_w = 2 * np.pi * np.arange(wf)[:, None] * np.arange(w)[None] / w  # [Wf, W]
-    sw = 1 / math.sqrt(w)
-    ang_h = 2 * np.pi * np.arange(h)[:, None] * np.arange(h)[None] / h  # [H, H], symmetric
-    sh = 1 / math.sqrt(h)
-    # c2r weights: every frequency but the zero and (even W) Nyquist ones stands for itself and its mirror
-    a = np.full((wf, 1), 2.0)
-    a[0] = 1
-    if w % 2 == 0:
-        a[-1] = 1
-    return {
-        "w_cos": np.cos(ang_w) * sw,  # forward along W: re = x @ w_cos.T, im = x @ w_sin.T
-        "w_sin": -np.sin(ang_w) * sw,
-        "h_cos": np.cos(ang_h) * sh,  # along H: e^{-i..} forward, e^{+i..} inverse
-        "h_sin": np.sin(ang_h) * sh,
-        "iw_cos": np.ascontiguousarray((a * np.cos(ang_w) * sw).T),  # inverse along W: [W, Wf]
-        "iw_sin": np.ascontiguousarray((-a * np.sin(ang_w) * sw).T),
-    }
+def _as_tensor(n: int, device: torch.device | str) -> torch.Tensor:
+    """``n`` as a 0-d int64 tensor: under an export ``n`` may be a symbolic size, and arithmetic with a tensor
+    exports as graph ops where some scalar overloads (``remainder.Scalar``) do not."""
+    return torch.ones((), dtype=torch.int64, device=device) * n
+
+
+def _twiddle(rows: int, cols: int, n: int, dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
+    """Angles ``2 pi (k t mod n) / n`` for ``k < rows``, ``t < cols``, in ``dtype``. The product ``k t`` is reduced
+    modulo ``n`` in integers first, so the angle stays exact to float32 precision at any size, also where a
+    runtime computes this subgraph in a reduced precision (``k t`` reaches n² / 2, far beyond bfloat16)."""
+    k = torch.arange(rows, device=device)[:, None]
+    t = torch.arange(cols, device=device)[None]
+    n = _as_tensor(n, device)
+    return torch.remainder(k * t, n).to(dtype) * (2 * math.pi) / n.to(dtype)
 
 
 def dft_matrices(h: int, w: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
@@ -52,8 +42,28 @@ def dft_matrices(h: int, w: int, dtype: torch.dtype = torch.float32, device: tor
     - ``w_cos``, ``w_sin``: ``[W//2+1, W]``, the real-to-half-complex transform along W;
     - ``h_cos``, ``h_sin``: ``[H, H]``, the complex transform along H (forward uses ``cos - i sin``);
     - ``iw_cos``, ``iw_sin``: ``[W, W//2+1]``, the half-complex-to-real inverse along W.
+
+    Built from ``torch.arange`` on every call (microseconds at LaMa's map sizes), so that an export traces the
+    construction from the runtime shape (``h`` and ``w`` may be symbolic) and nothing cached outlives a trace.
+    The ortho scaling is split between the two axes.
     """
-    return {k: torch.tensor(v, dtype=dtype, device=device) for k, v in _matrices64(h, w).items()}
+    wf = w // 2 + 1
+    f = torch.float64 if dtype == torch.float64 else torch.float32  # float32 is exact enough for float32 and less
+    ang_w, ang_h = _twiddle(wf, w, w, f, device), _twiddle(h, h, h, f, device)  # [Wf, W]; [H, H], symmetric
+    w_t = _as_tensor(w, device)
+    sw, sh = w_t.to(f).rsqrt(), _as_tensor(h, device).to(f).rsqrt()
+    # c2r weights: every frequency but the zero and (even W) Nyquist ones stands for itself and its mirror
+    k = torch.arange(wf, device=device)[:, None]
+    a = 2 - (k == 0).to(f) - (2 * k == w_t).to(f)
+    m = {
+        "w_cos": torch.cos(ang_w) * sw,  # forward along W: re = x @ w_cos.T, im = x @ w_sin.T
+        "w_sin": -torch.sin(ang_w) * sw,
+        "h_cos": torch.cos(ang_h) * sh,  # along H: e^{-i..} forward, e^{+i..} inverse
+        "h_sin": torch.sin(ang_h) * sh,
+        "iw_cos": (a * torch.cos(ang_w) * sw).T,  # inverse along W: [W, Wf]
+        "iw_sin": (-a * torch.sin(ang_w) * sw).T,
+    }
+    return {k: v.to(dtype).contiguous() for k, v in m.items()}
 
 
 def rfft2(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -305,9 +305,15 @@ def load_model(source: str | os.PathLike | None = None, device: str | torch.devi
     """Load LaMa weights from any published format (see :func:`lama.checkpoint.load_generator`).
 
     ``source``: a big-lama.zip or its unpacked folder, a .ckpt, .safetensors, TorchScript .pt, a Hub
-    reference ``owner/repo[/file]`` or a preset name; default ``$LAMA_MODEL``, else ``big-lama``.
+    reference ``owner/repo[/file]`` or a preset name; default ``$LAMA_MODEL``, else ``big-lama``. An ``.onnx``
+    file written by :mod:`lama.export` runs with ONNX Runtime (float32; :mod:`lama.onnx_model`).
     """
     from .checkpoint import load_generator
+
+    if source is not None and os.fspath(source).lower().endswith(".onnx"):
+        from .onnx_model import load_onnx
+
+        return load_onnx(source, device=device, dtype=dtype)
 
     loaded = load_generator(source, preset=preset)
     return Inpainter(loaded.generator, device=device, dtype=dtype, config=loaded.config, source=loaded.source,
