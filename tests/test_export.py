@@ -273,6 +273,22 @@ def test_an_unwritable_output_is_a_clear_error(small, tmp_path):
     assert not list(tmp_path.glob(".*tmp"))
 
 
+def test_without_onnxruntime_loading_an_onnx_file_says_what_to_install(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ort(name, *args, **kwargs):
+        if name == "onnxruntime":
+            raise ImportError("No module named 'onnxruntime'")
+        return real_import(name, *args, **kwargs)
+
+    (tmp_path / "m.onnx").write_bytes(b"")
+    monkeypatch.setattr(builtins, "__import__", no_ort)
+    with pytest.raises(LamaError, match="pip install onnxruntime"):
+        lama.load_model(tmp_path / "m.onnx")
+
+
 def test_a_foreign_onnx_file_is_refused(tmp_path):
     onnx = pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
