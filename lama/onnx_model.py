@@ -74,10 +74,11 @@ class OnnxGenerator(nn.Module):
 
 def load_onnx(path: str | os.PathLike, device: str | torch.device | None = None,
               dtype: torch.dtype | str | None = None) -> Any:
-    """An :class:`~lama.Inpainter` running ``path`` with ONNX Runtime (float32)."""
+    """An :class:`~lama.Inpainter` running ``path`` with ONNX Runtime (float32; ``dtype="auto"`` means the file's
+    own precision, as the demo asks)."""
     from .inpainter import Inpainter, resolve_device
 
-    if dtype not in (None, "float32", torch.float32):
+    if dtype not in (None, "auto", "float32", torch.float32):
         raise LamaError(f"an .onnx export runs in the precision it was exported in (float32), not {dtype}")
     if not Path(path).is_file():
         raise LamaError(f"{path} does not exist")

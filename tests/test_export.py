@@ -136,6 +136,8 @@ def test_an_onnx_file_loads_behind_the_inpainter_api(small, onnx_files):
     assert np.abs(got.astype(int) - want.astype(int)).max() <= 1  # 8-bit truncation of values ~1e-6 apart
     with pytest.raises(LamaError, match="float32"):
         lama.load_model(onnx_files["matmul", False], dtype="bfloat16")
+    # the demo loads with dtype="auto": for an export that is the file's own precision
+    assert np.array_equal(lama.load_model(onnx_files["matmul", False], dtype="auto")(photo, hole), got)
 
 
 def test_pipeline_onnx_takes_and_returns_uint8_photos(small, tmp_path):
