@@ -1,4 +1,5 @@
-"""Export of a LaMa generator for other runtimes: ONNX, TorchScript and OpenVINO IR (``python -m lama export``).
+"""Export of a LaMa generator for other runtimes: ONNX, TorchScript and OpenVINO IR (``python -m lama export``, or
+``lama.export(source, out, format=...)``: the module is callable as :func:`export`).
 
 Every exported file computes the same function (:class:`InpaintingGraph`):
 
@@ -31,6 +32,7 @@ import copy
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import types
 import warnings
@@ -385,3 +387,13 @@ def export(source: str | os.PathLike | nn.Module | None, out: str | os.PathLike,
     if format == "torchscript":
         return export_torchscript(generator, out, raw, meta)
     return export_openvino(generator, out, raw, meta)
+
+
+class _CallableModule(types.ModuleType):
+    """``lama.export(...)`` calls :func:`export`; the module's other names stay reachable as attributes."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Path:
+        return export(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

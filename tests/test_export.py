@@ -231,6 +231,12 @@ def test_openvino_export_matches_eager(small, tmp_path):
         assert np.abs(got - _eager(small, image, mask).numpy()).max() <= 1e-4, (b, h, w)
 
 
+def test_lama_export_is_callable(small, tmp_path):
+    path = lama.export(small, tmp_path / "g.pt", format="torchscript")
+    assert path == tmp_path / "g.pt" and path.stat().st_size > 0
+    assert lama.export.export_onnx is export_onnx  # and still the module
+
+
 def test_export_cli_writes_each_format_with_metadata(small, tmp_path):
     pytest.importorskip("onnxscript")
     weights = tmp_path / "small.safetensors"
