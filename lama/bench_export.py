@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +22,7 @@ import torch
 from .bench import _inputs, _model_dir
 from .checkpoint import load_generator
 from .export import InpaintingGraph, export
+from .machine import cpu_model
 
 FORMATS = {"onnx (matmul FFTs)": ("onnx", "matmul", "model.onnx"), "onnx (DFT ops)": ("onnx", "dft-op", "dft.onnx"),
            "torchscript": ("torchscript", "matmul", "big-lama.pt"), "openvino IR": ("openvino", "matmul", "lama.xml")}
@@ -70,10 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="docs/export-benchmark.json")
     args = ap.parse_args(argv)
     threads = torch.get_num_threads()
-    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout if platform.system() == "Linux" else ""
-    cpu_model = next((line.split(":", 1)[1].strip() for line in cpu.splitlines() if line.startswith("Model name")),
-                     platform.processor())
-    res: dict = {"cpu": cpu_model, "threads": threads, "torch": torch.__version__, "formats": {}, "bf16": {}}
+    res: dict = {"cpu": cpu_model(), "threads": threads, "torch": torch.__version__, "formats": {}, "bf16": {}}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         weights = _model_dir(tmp)
@@ -105,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                 got = run(img, mask)
                 res["bf16"][f"{size}x{size}"] = {"psnr_db": _psnr(got, ref),
                                                   "max_abs_diff": float(np.abs(got - ref).max())}
-    print(f"{cpu_model}, {threads} threads, torch {torch.__version__}")
+    print(f"{res['cpu']}, {threads} threads, torch {torch.__version__}")
     cols = [f"{h}x{w}" for h, w in SIZES]
     print(f"  {'format':22s} {'export s':>9s} {'size MB':>8s} " + " ".join(f"{'max|Δ| ' + c:>16s}" for c in cols))
     for name, row in res["formats"].items():

@@ -47,6 +47,8 @@ def library() -> ctypes.CDLL | None:
     """The compiled transforms, built on first use; None where they cannot be built or are turned off."""
     if not enabled():
         return None
+    if "lib" in _state:  # the hot path: called for every band of every layer
+        return _state["lib"]  # type: ignore[return-value]
     with _lock:
         if "lib" not in _state:
             try:
@@ -92,7 +94,7 @@ def _build() -> Path:
 def _load(path: Path) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
     p, i, n = ctypes.c_void_p, ctypes.c_int, ctypes.c_long
-    lib.lama_winograd_input.argtypes = [p, p, p, i, n, n, n, n, n, n, n, n, i]
+    lib.lama_winograd_input.argtypes = [p, p, p, i, n, n, n, n, n, n, n, i]
     lib.lama_winograd_output.argtypes = [p, p, p, i, i, n, n, n, n, n, n, n, n, n, i]
     lib.lama_winograd_input.restype = lib.lama_winograd_output.restype = None
     return lib
@@ -117,7 +119,7 @@ def input_tiles(lib: ctypes.CDLL, x: torch.Tensor, v: torch.Tensor, top: int, tr
             and (halo is None or tuple(halo.shape) == (b, w, c))):
         raise ValueError(f"Winograd input transform: map {tuple(x.shape)} and tiles {tuple(v.shape)} do not fit")
     lib.lama_winograd_input(x.data_ptr(), None if halo is None else halo.data_ptr(), v.data_ptr(), DTYPES[x.dtype],
-                            b, h, w, c, top, top, tr, tw, _threads())
+                            b, h, w, c, top, tr, tw, torch.get_num_threads())
 
 
 def output_tiles(lib: ctypes.CDLL, m: torch.Tensor, dst: torch.Tensor, bias: torch.Tensor | None, relu: bool) -> None:
@@ -132,8 +134,4 @@ def output_tiles(lib: ctypes.CDLL, m: torch.Tensor, dst: torch.Tensor, bias: tor
                          "do not fit")
     sb, sr, sp, sq, ss, _ = dst.stride()
     lib.lama_winograd_output(m.data_ptr(), dst.data_ptr(), None if bias is None else bias.data_ptr(),
-                             DTYPES[m.dtype], int(relu), b, tr, tw, c, sb, sr, sp, sq, ss, _threads())
-
-
-def _threads() -> int:
-    return int(os.environ.get("LAMA_NATIVE_THREADS", 0)) or torch.get_num_threads()
+                             DTYPES[m.dtype], int(relu), b, tr, tw, c, sb, sr, sp, sq, ss, torch.get_num_threads())

@@ -14,8 +14,8 @@
    Layouts (element strides; channels are contiguous everywhere):
      x     [B, H, W, C]    contiguous; a band of tr tile rows reads rows top .. top + 4 tr + 1 and columns
                            -1 .. 4 tw, reflect-padded by one pixel (-1 is 1, H is H - 2) and zero past that;
-                           row `halo_row`, if any, is read from `halo` [B, W, C] instead (the layer writes its
-                           output over its input, and that row was already overwritten)
+                           row `top`, if `halo` is given, is read from `halo` [B, W, C] instead (the layer
+                           writes its output over its input, and that row was already overwritten)
      v     [36, T, C]      contiguous, T = B tr tw, tiles in (b, row, column) order, component 6 i + j
      m     [36, T, Cm]     contiguous
      dst   pixel (b, row r, y p, column q, x s, channel c) at
@@ -182,10 +182,10 @@ static void run(const job *base, void *(*fn)(void *), int threads) {
 }
 
 void lama_winograd_input(const void *x, const void *halo, void *v, int bf16, long b, long h, long w, long c,
-                         long top, long halo_row, long tr, long tw, int threads) {
+                         long top, long tr, long tw, int threads) {
     job j = {0};
     j.src = x, j.halo = halo, j.dst = v, j.bf16 = bf16, j.h = h, j.w = w, j.c = c, j.top = top;
-    j.halo_row = halo ? halo_row : -2, j.tr = tr, j.tw = tw, j.t_all = b * tr * tw;
+    j.halo_row = halo ? top : -2, j.tr = tr, j.tw = tw, j.t_all = b * tr * tw;
     run(&j, input_job, threads);
 }
 

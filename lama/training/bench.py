@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ..kernel_choice import cpu_model
+from ..machine import cpu_model
 
 
 def child(config: str, size: int, batch: int, precision: str, resnet_pl: bool, steps: int, tmp: str) -> dict:

@@ -134,7 +134,7 @@ def plot(metrics_csv: Path, telea: dict[str, float], out: Path, title: str) -> N
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..kernel_choice import cpu_model
+    from ..machine import cpu_model
     from .config import load_training_config
     from .trainer import Trainer
 
