@@ -6,7 +6,9 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -26,16 +28,26 @@ class Settings:
     concurrency: int = 1  # one inference at a time: each uses all CPU cores (or the one GPU)
 
 
+class Cancelled(Exception):
+    """A refinement stopped by :meth:`Backend.cancel`."""
+
+
 class Backend:
     """Loads the model once; ``inpaint`` is called from Gradio's worker threads."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, inpainter: Any = None):
+        """Loads the model the settings name, or serves ``inpainter`` (an :class:`lama.Inpainter`) as it is."""
         self.settings = settings
         self.notice = ""
         self.name = "OpenCV Telea (classical fallback)"
         self.inpainter = None
         self._lock = threading.Lock()
-        self._load()
+        self._running: str | None = None  # the session whose inpainting holds the lock
+        self._cancel = threading.Event()
+        if inpainter is None:
+            self._load()
+        else:
+            self.inpainter, self.name = inpainter, f"LaMa ({inpainter.source or 'in memory'})"
 
     def _load(self) -> None:
         import lama
@@ -67,11 +79,36 @@ class Backend:
         self.inpaint(rgb, mask, strategy="original")
         return time.perf_counter() - t
 
-    def inpaint(self, rgb: np.ndarray, mask: np.ndarray, strategy: str = "crop") -> np.ndarray:
-        """HxWx3 uint8 and HxW bool -> HxWx3 uint8; pixels outside the mask are returned unchanged."""
+    def inpaint(self, rgb: np.ndarray, mask: np.ndarray, strategy: str = "crop",
+                progress: Callable[[Any], None] | None = None, session: str = "") -> np.ndarray:
+        """HxWx3 uint8 and HxW bool -> HxWx3 uint8; pixels outside the mask are returned unchanged.
+
+        The refine strategies report each scale and step to ``progress`` and stop at the next step after
+        :meth:`cancel` for the same ``session`` (raising :class:`Cancelled`); the lock is then free again.
+        """
         if self.inpainter is None:
             from lama import inpaint_classical
 
             return inpaint_classical(rgb, mask, "telea")
         with self._lock:  # torch already uses every core; parallel requests would only thrash
-            return self.inpainter(rgb, mask, strategy=strategy)
+            self._running, started = session, time.perf_counter()
+            self._cancel.clear()
+
+            def step(p: Any) -> None:
+                if self._cancel.is_set():
+                    raise Cancelled(f"cancelled after {time.perf_counter() - started:.0f} s")
+                if progress is not None:
+                    progress(p)
+
+            try:
+                return self.inpainter(rgb, mask, strategy=strategy, progress=step)
+            finally:
+                self._running = None
+
+    def cancel(self, session: str = "") -> bool:
+        """Stop the running refinement if it belongs to ``session``; True if one was asked to stop."""
+        if self._running is not None and self._running == session:
+            self._cancel.set()
+            log.info("refinement cancelled by its session")
+            return True
+        return False

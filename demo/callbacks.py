@@ -10,8 +10,10 @@ import os
 import secrets
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -157,7 +159,7 @@ class Result:
 
 
 def inpaint(backend: Backend, photo: Photo, editor_value: dict | None, mask_path: str | None, dilate_px: int,
-            strategy: str) -> Result:
+            strategy: str, progress: Callable[[Any], None] | None = None, session: str = "") -> Result:
     """The run button: mask from the uploaded file if any, else from the painting; fill; return."""
     h, w = photo.rgb.shape[:2]
     if mask_path:
@@ -169,4 +171,12 @@ def inpaint(backend: Backend, photo: Photo, editor_value: dict | None, mask_path
     if not mask.any():
         return Result(photo.rgb, mask, "The mask is empty, so the photo is unchanged: paint over what should "
                                        "disappear (or upload a mask) and run again.")
-    return Result(backend.inpaint(photo.rgb, mask, strategy=strategy), mask)
+    return Result(backend.inpaint(photo.rgb, mask, strategy=strategy, progress=progress, session=session), mask)
+
+
+def refine_status(p: Any) -> tuple[float, str]:
+    """A refinement step (:class:`lama.refine.RefineProgress`) as a progress fraction and a line for the person."""
+    done = (p.scale + p.iteration / max(1, p.n_iters)) / max(1, p.n_scales)
+    if p.scale == 0:
+        return done, f"Scale 1 of {p.n_scales}: plain inpainting at low resolution…"
+    return done, f"Refining scale {p.scale + 1} of {p.n_scales}: step {p.iteration} of {p.n_iters - 1}…"

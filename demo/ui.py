@@ -8,12 +8,17 @@ from pathlib import Path
 import gradio as gr
 
 from . import callbacks as cb
-from .backend import Backend
+from .backend import Backend, Cancelled
 
 log = logging.getLogger("lama.demo")
 EXAMPLES = sorted(str(p) for p in (Path(__file__).parent / "examples").glob("*") if p.suffix in (".png", ".jpg"))
 STRATEGY_HELP = ("crop: large photos are filled one crop around each painted region (fast, sharp); "
-                 "resize: the whole photo shrunk to 1280 px; original: the whole photo at full size (slow).")
+                 "resize: the whole photo shrunk to 1280 px; original: the whole photo at full size (slow); "
+                 "refine: the multi-scale refinement of the fill, per crop on large photos (minutes on a CPU).")
+# (label, value): the refine choice refines each crop, the usual case of a small object in a large photo
+STRATEGIES = [("crop", "crop"), ("resize", "resize"), ("original", "original"),
+              ("refine (slower, sharper on large photos)", "crop+refine")]
+API_STRATEGIES = ("crop", "resize", "original", "refine", "crop+refine")
 
 
 # The run button's name starts no other control's: Gradio's clear buttons are all "Remove Image".
@@ -25,6 +30,10 @@ def _user_error(e: Exception) -> gr.Error:
         return gr.Error(str(e))
     log.exception("unexpected error")
     return gr.Error(f"Something went wrong ({type(e).__name__}); the server is fine, please try again.")
+
+
+def _session(request: gr.Request | None) -> str:
+    return getattr(request, "session_hash", None) or ""
 
 
 def build_demo(backend: Backend) -> gr.Blocks:
@@ -47,9 +56,10 @@ def build_demo(backend: Backend) -> gr.Blocks:
                     mask_file = gr.Image(label="…or upload a mask instead (white = remove)", type="filepath",
                                          image_mode=None, sources=["upload"], height=160)
                     dilate = gr.Slider(0, 64, value=8, step=1, label="Grow the mask by (pixels)")
-                    strategy = gr.Radio(["crop", "resize", "original"], value="crop", label="Strategy",
-                                        info=STRATEGY_HELP)
-                run = gr.Button(RUN_LABEL, variant="primary", elem_id="run")
+                    strategy = gr.Radio(STRATEGIES, value="crop", label="Strategy", info=STRATEGY_HELP)
+                with gr.Row():
+                    run = gr.Button(RUN_LABEL, variant="primary", elem_id="run")
+                    cancel = gr.Button("Cancel", elem_id="cancel")
             with gr.Column():
                 slider = gr.ImageSlider(label="Before / after", type="filepath", elem_id="result")
                 download = gr.DownloadButton("Download full-resolution PNG", visible=False)
@@ -72,13 +82,21 @@ def build_demo(backend: Backend) -> gr.Blocks:
                 gr.Warning(p.note)
             return p, gr.update(value=p.display, visible=True), *no_result
 
-        def on_run(p, editor_value, mask_path, dilate_px, strat, progress=gr.Progress()):  # noqa: B008
+        def on_run(p, editor_value, mask_path, dilate_px, strat, request: gr.Request,
+                   progress=gr.Progress()):  # noqa: B008
             if p is None:
                 raise gr.Error("Upload a photo first.")
             progress(0.1, desc="Inpainting…")
+
+            def step(s):
+                progress(*cb.refine_status(s))
+
             try:
-                r = cb.inpaint(backend, p, editor_value, mask_path, int(dilate_px), strat)
+                r = cb.inpaint(backend, p, editor_value, mask_path, int(dilate_px), strat, progress=step,
+                               session=_session(request))
                 path = cb.save_result(r.image)
+            except Cancelled as e:
+                raise gr.Error(f"Refinement {e}; the photo is unchanged.") from e
             except Exception as e:
                 raise _user_error(e) from e
             if r.message:
@@ -94,8 +112,15 @@ def build_demo(backend: Backend) -> gr.Blocks:
 
         photo.change(on_photo, [photo], [photo_state, editor, slider, download, result_state, reuse],
                      api_visibility="private")
-        run.click(on_run, [photo_state, editor, mask_file, dilate, strategy], [slider, download, result_state, reuse],
-                  api_visibility="private")
+        running = run.click(on_run, [photo_state, editor, mask_file, dilate, strategy],
+                            [slider, download, result_state, reuse], api_visibility="private")
+
+        def on_cancel(request: gr.Request):
+            # the worker thread stops at its next refinement step and frees the model for the next person
+            if backend.cancel(_session(request)):
+                gr.Info("Cancelled.")
+
+        cancel.click(on_cancel, None, None, cancels=[running], api_visibility="private")
         reuse.click(on_reuse, [result_state], [photo], api_visibility="private")
 
         # The API endpoint: an image and a mask in, the filled image out (see the README).
@@ -111,8 +136,8 @@ def build_demo(backend: Backend) -> gr.Blocks:
                 p = cb.load_photo(image_path, settings)
                 if not mask_path:
                     raise cb.UserInputError("Send a mask image too (white or opaque = fill).")
-                if strat not in ("crop", "resize", "original"):
-                    raise cb.UserInputError(f"strategy must be crop, resize or original, not {strat!r}")
+                if strat not in API_STRATEGIES:
+                    raise cb.UserInputError(f"strategy must be one of {', '.join(API_STRATEGIES)}, not {strat!r}")
                 return cb.save_result(cb.inpaint(backend, p, None, mask_path, int(dilate_px or 0), strat).image)
             except Exception as e:
                 raise _user_error(e) from e

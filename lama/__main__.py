@@ -96,10 +96,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"nothing to do: {skipped} output(s) already exist in {args.output}")
         return 1 if problems else 0
     model = load_model(args.model, device=args.device, dtype=args.dtype, preset=args.preset)
+    for name in ("n_iters", "lr", "min_side", "max_scales", "px_budget"):
+        value = getattr(args, f"refine_{name}")
+        if value is not None:
+            if not value > 0:
+                raise LamaError(f"--refine-{name.replace('_', '-')} must be > 0, got {value}")
+            setattr(model, f"refine_{name}", value)
+    if args.refine_devices:
+        model.refine_devices = [d for d in args.refine_devices.split(",") if d]
     failed = len(problems)
     for job in tqdm(todo, desc="inpainting", unit="img", disable=args.quiet):
         try:
-            save_image(model(job.image, job.mask, dilate=args.dilate), job.output, quality=args.jpeg_quality)
+            save_image(model(job.image, job.mask, dilate=args.dilate, strategy=args.strategy), job.output,
+                       quality=args.jpeg_quality)
         except Exception as e:  # one bad file never stops the batch; it is reported and counted
             failed += 1
             tqdm.write(f"failed: {job.image}: {e if isinstance(e, LamaError) else repr(e)}", file=sys.stderr)
@@ -185,6 +194,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "with AMX or AVX512-BF16, else float32; FFTs stay float32")
     p.add_argument("--preset", default=None, help="structure for weight files without a config")
     p.add_argument("--dilate", type=int, default=0, help="grow the mask by this many pixels")
+    p.add_argument("--strategy", default="crop", choices=["crop", "resize", "original", "refine", "crop+refine"],
+                   help="what the network sees of a large photo (crop: each hole's surroundings); refine: the "
+                        "official multi-scale refinement, slower, sharper on large photos; crop+refine: per crop")
+    p.add_argument("--refine-n-iters", type=int, default=None, help="refinement steps per scale (default 15)")
+    p.add_argument("--refine-lr", type=float, default=None, help="refinement Adam learning rate (default 0.002)")
+    p.add_argument("--refine-min-side", type=int, default=None, help="pyramid scales: see lama.refine (default 512)")
+    p.add_argument("--refine-max-scales", type=int, default=None, help="at most this many scales (default 3)")
+    p.add_argument("--refine-px-budget", type=int, default=None,
+                   help="photos above this many pixels are refined at a reduced size (default 1800000)")
+    p.add_argument("--refine-devices", default=None,
+                   help="split the refinement over devices, e.g. cuda:0,cuda:1 (default: --device)")
     p.add_argument("--jpeg-quality", type=int, default=95)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)

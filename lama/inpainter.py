@@ -8,8 +8,9 @@ the mask are copied from the input, so they come back bit-identical.
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -206,36 +207,64 @@ class Inpainter:
                 parts.append(m * pred + (1 - m) * image)
         return torch.cat(parts) if parts else images.new_empty((0, 3, *images.shape[-2:]))
 
-    def __call__(self, image: ImageLike, mask: ImageLike, dilate: int = 0, strategy: str = "crop") -> np.ndarray:
+    def __call__(self, image: ImageLike, mask: ImageLike, dilate: int = 0, strategy: str = "crop",
+                 progress: Callable[[Any], None] | None = None) -> np.ndarray:
         """Fill ``mask`` in ``image``: HxWx3 uint8 (HxWx4 with the input's alpha kept).
 
         ``strategy`` (IOPaint's semantics) decides what the network sees of a large photo:
         "original" the whole image; "resize" the image shrunk to ``resize_limit`` on its longest side,
         the fill scaled back up; "crop" (default) one crop per connected mask region, grown by
-        ``crop_margin``, when the longest side exceeds ``crop_trigger``. Only masked pixels change.
+        ``crop_margin``, when the longest side exceeds ``crop_trigger``. "refine" is "original" with the
+        multi-scale refinement (:mod:`lama.refine`, the ``refine_*`` settings; slower, sharper on large photos),
+        "crop+refine" refines each crop. ``progress`` gets the refinement's :class:`lama.refine.RefineProgress`
+        steps; an exception raised there cancels it. Only masked pixels change.
         """
         if strategy not in STRATEGIES:
             raise LamaError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
         rgb, alpha = read_image(image)
         m = dilate_mask(read_mask(mask, rgb.shape[:2]), dilate)
         out = rgb.copy()
+        fill = self._fill
+        if strategy.endswith("refine"):
+            fill = functools.partial(self._fill_refined, progress=progress)
         if m.any():
             longest = max(m.shape)
             if strategy == "resize" and longest > self.resize_limit:
                 out = self._fill_resized(rgb, m)
-            elif strategy == "crop" and longest > self.crop_trigger:
-                out = self._fill_crops(rgb, m)
+            elif strategy in ("crop", "crop+refine") and longest > self.crop_trigger:
+                out = self._fill_crops(rgb, m, fill)
             else:
-                out = self._fill(rgb, m)
+                out = fill(rgb, m)
         return out if alpha is None else np.dstack([out, alpha])
 
     resize_limit = 1280
     crop_trigger = 800
     crop_margin = 128
+    # the official refinement's defaults (configs/prediction/default.yaml); refine_devices: None for the
+    # generator's own device, or several (e.g. ["cuda:0", "cuda:1"]) to split its residual blocks between them
+    refine_n_iters = 15
+    refine_lr = 0.002
+    refine_min_side = 512
+    refine_max_scales = 3
+    refine_px_budget = 1_800_000
+    refine_devices: Sequence[str] | None = None
 
     def _fill(self, rgb: np.ndarray, m: np.ndarray) -> np.ndarray:
         out = self.predict_batch(to_tensor(rgb), torch.from_numpy(np.array(m))[None, None].float(), uint8=True)
         return out[0].permute(1, 2, 0).cpu().numpy()
+
+    def _fill_refined(self, rgb: np.ndarray, m: np.ndarray, progress: Callable[[Any], None] | None = None
+                      ) -> np.ndarray:
+        from .refine import refine
+
+        image = to_tensor(rgb).to(self.device)
+        hole = torch.from_numpy(np.array(m))[None, None].to(self.device)
+        out = refine(self.generator, image, hole.float(), n_iters=self.refine_n_iters, lr=self.refine_lr,
+                     min_side=self.refine_min_side, max_scales=self.refine_max_scales,
+                     px_budget=self.refine_px_budget, devices=self.refine_devices, progress=progress)
+        # truncation inside the hole, as _composite; every other pixel is the input's own
+        filled = (out[0].clamp(0, 1) * 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        return np.where(m[..., None], filled, rgb)
 
     def _fill_resized(self, rgb: np.ndarray, m: np.ndarray) -> np.ndarray:
         import cv2
@@ -251,17 +280,18 @@ class Inpainter:
         out[m] = filled[m]
         return out
 
-    def _fill_crops(self, rgb: np.ndarray, m: np.ndarray) -> np.ndarray:
+    def _fill_crops(self, rgb: np.ndarray, m: np.ndarray,
+                    fill: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> np.ndarray:
         out = rgb.copy()
         for top, bottom, left, right in crop_boxes(m, self.crop_margin):
             crop_m = m[top:bottom, left:right]
-            filled = self._fill(rgb[top:bottom, left:right], crop_m)
+            filled = (fill or self._fill)(rgb[top:bottom, left:right], crop_m)
             region = out[top:bottom, left:right]
             region[crop_m] = filled[crop_m]
         return out
 
 
-STRATEGIES = ("crop", "resize", "original")
+STRATEGIES = ("crop", "resize", "original", "refine", "crop+refine")
 
 
 def crop_boxes(mask: np.ndarray, margin: int) -> list[tuple[int, int, int, int]]:

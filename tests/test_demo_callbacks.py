@@ -14,15 +14,8 @@ from lama.inpainter import Inpainter
 
 @pytest.fixture(scope="module")
 def backend():
-    b = Backend.__new__(Backend)  # no weights lookup: a small random generator stands in for LaMa
-    b.settings = Settings(max_megapixels=1.0)
-    b.notice, b.name = "", "test"
-    torch.manual_seed(0)
-    b.inpainter = Inpainter(randomize_bn(generator_from_config(SMALL_GENERATOR)))
-    import threading
-
-    b._lock = threading.Lock()
-    return b
+    torch.manual_seed(0)  # no weights lookup: a small random generator stands in for LaMa
+    return Backend(Settings(max_megapixels=1.0), Inpainter(randomize_bn(generator_from_config(SMALL_GENERATOR))))
 
 
 @pytest.fixture
@@ -138,3 +131,45 @@ def test_result_file_is_a_full_resolution_png(tmp_path):
     rgb = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
     path = cb.save_result(rgb, tmp_path)
     assert path.endswith(".png") and np.array_equal(np.asarray(Image.open(path)), rgb)
+
+
+def test_refinement_reports_each_step_and_a_cancel_frees_the_model_for_the_next_request(backend, photo_path):
+    """The demo's refine choice: progress per scale and step; Cancel stops at the next step, only for the session
+    that asked, and the next request runs."""
+    import threading
+
+    p = cb.load_photo(photo_path, backend.settings)
+    mask = np.zeros(p.rgb.shape[:2], bool)
+    mask[20:60, 30:90] = True
+    inp = backend.inpainter
+    inp.refine_n_iters, inp.refine_min_side, inp.refine_max_scales = 3, 40, 2
+    seen = []
+    r = backend.inpaint(p.rgb, mask, "crop+refine", progress=lambda s: seen.append(cb.refine_status(s)), session="a")
+    assert np.array_equal(r[~mask], p.rgb[~mask])
+    assert [round(f, 3) for f, _ in seen] == [0.0, 0.5, round(0.5 + 1 / 6, 3), round(0.5 + 2 / 6, 3)]
+    assert "Refining scale 2 of 2: step 2 of 2" in seen[-1][1]
+
+    inp.refine_n_iters = 50
+    steps, errors = [], []
+
+    def progress(s):
+        steps.append(s)
+        if len(steps) == 2:  # during the refinement: another session's cancel is ignored, its own is not
+            assert not backend.cancel("b")
+            assert backend.cancel("a")
+
+    def run():
+        try:
+            backend.inpaint(p.rgb, mask, "refine", progress=progress, session="a")
+        except Exception as e:
+            errors.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(timeout=120)
+    assert not t.is_alive() and len(steps) == 2
+    assert type(errors[0]).__name__ == "Cancelled"
+    assert not backend.cancel("a")  # nothing running now
+    inp.refine_n_iters = 2
+    out = backend.inpaint(p.rgb, mask, "refine", session="b")  # the model serves the next request
+    assert out.shape == p.rgb.shape

@@ -1,0 +1,122 @@
+"""``make bench-refine``: time and peak memory of the strategies with and without multi-scale refinement.
+
+Big LaMa-sized random weights, scikit-image's astronaut photo resized to a 1.8 MP photo (1600x1125) with one
+200x300 hole and a 3 MP photo (2000x1500) with three holes. Each (photo, strategy, dtype) runs once in its own
+process, so that its peak RSS (the process total: weights, photo, activations) is its own; refinement reports
+its time per scale. A benchmark, not a test: prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+PHOTOS = {"1.8mp": (1125, 1600), "3mp": (1500, 2000)}
+STRATEGIES = ("original", "crop", "refine", "crop+refine")
+DTYPES = ("float32", "bfloat16")
+
+
+def _photo(name: str) -> tuple[np.ndarray, np.ndarray]:
+    import importlib.util
+
+    from PIL import Image
+
+    h, w = PHOTOS[name]
+    spec = importlib.util.find_spec("skimage")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "astronaut.png" if spec else None
+    if path is not None and path.exists():
+        rgb = np.asarray(Image.open(path).convert("RGB").resize((w, h), Image.BICUBIC))
+    else:
+        yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+        rgb = (np.stack([yy, xx, (yy + xx) / 2], -1) * 255).astype(np.uint8)
+    mask = np.zeros((h, w), bool)
+    if name == "1.8mp":
+        mask[450:650, 700:1000] = True  # 200 x 300
+    else:
+        for top, left, hh, ww in ((300, 300, 180, 240), (800, 1200, 240, 200), (1150, 500, 150, 300)):
+            mask[top: top + hh, left: left + ww] = True
+    return rgb, mask
+
+
+def child(weights: str, photo: str, strategy: str, dtype: str, n_iters: int, out: str) -> None:
+    from .inpainter import load_model
+
+    model = load_model(weights, dtype=dtype)
+    model.refine_n_iters = n_iters
+    rgb, mask = _photo(photo)
+    marks: list[tuple[int, int, float]] = []
+
+    def progress(p):
+        marks.append((p.scale, p.iteration, time.perf_counter()))
+
+    t = time.perf_counter()
+    result = model(rgb, mask, strategy=strategy, progress=progress)
+    seconds = time.perf_counter() - t
+    scales: dict[int, float] = {}
+    for (s, _, t0), (_, _, t1) in zip(marks, marks[1:] + [(None, None, t + seconds)], strict=True):
+        scales[s] = scales.get(s, 0.0) + t1 - t0
+    Path(out).write_text(json.dumps({
+        "seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "outside_identical": bool(np.array_equal(result[~mask], rgb[~mask])), "scale_seconds": scales,
+        "steps": sum(1 for _, i, _ in marks if i > 0)}))
+
+
+def _run_child(args: list[str]) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        out = f.name
+    try:
+        subprocess.run([sys.executable, "-m", "lama.bench_refine", *args, "--child-out", out], check=True)
+        return json.loads(Path(out).read_text())
+    finally:
+        os.unlink(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lama.bench_refine", description=__doc__.splitlines()[0])
+    ap.add_argument("--photos", nargs="+", default=list(PHOTOS), choices=list(PHOTOS))
+    ap.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES))
+    ap.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
+    ap.add_argument("--n-iters", type=int, default=15, help="refinement iterations per scale (official: 15)")
+    ap.add_argument("--out", default="bench-results/refine.json")
+    ap.add_argument("--child", nargs=4, metavar=("WEIGHTS", "PHOTO", "STRATEGY", "DTYPE"), help=argparse.SUPPRESS)
+    ap.add_argument("--child-out", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        child(*args.child, args.n_iters, args.child_out)
+        return 0
+
+    from .bench import _model_dir
+    from .machine import cpu_model
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = str(_model_dir(Path(tmp)))
+        for photo in args.photos:
+            for dtype in args.dtypes:
+                for strategy in args.strategies:
+                    r = _run_child(["--n-iters", str(args.n_iters), "--child", weights, photo, strategy, dtype])
+                    rows.append({"photo": photo, "strategy": strategy, "dtype": dtype, **r})
+                    print(f"  {photo:6} {dtype:9} {strategy:12} {r['seconds']:8.1f} s  "
+                          f"{r['peak_rss_mb']:7.0f} MB  steps {r['steps']:3}  outside identical "
+                          f"{r['outside_identical']}", flush=True)
+    res = {"cpu": cpu_model(), "machine": platform.machine(), "threads": torch.get_num_threads(),
+           "torch": torch.__version__, "n_iters": args.n_iters, "rows": rows}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(res, indent=1))
+    print(f"CPU: {res['cpu']}, {res['threads']} threads; JSON: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
