@@ -63,8 +63,9 @@ def child(weights: str, photo: str, strategy: str, dtype: str, n_iters: int, out
     t = time.perf_counter()
     result = model(rgb, mask, strategy=strategy, progress=progress)
     seconds = time.perf_counter() - t
-    scales: dict[int, float] = {}
-    for (s, _, t0), (_, _, t1) in zip(marks, marks[1:] + [(None, None, t + seconds)], strict=True):
+    scales: dict[int, float] = {}  # seconds per pyramid level, from one progress mark to the next
+    ends = [m[2] for m in marks[1:]] + [t + seconds]
+    for (s, _, t0), t1 in zip(marks, ends, strict=True):
         scales[s] = scales.get(s, 0.0) + t1 - t0
     Path(out).write_text(json.dumps({
         "seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
