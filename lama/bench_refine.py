@@ -64,7 +64,7 @@ def child(weights: str, photo: str, strategy: str, dtype: str, n_iters: int, out
     result = model(rgb, mask, strategy=strategy, progress=progress)
     seconds = time.perf_counter() - t
     scales: dict[int, float] = {}  # seconds per pyramid level, from one progress mark to the next
-    ends = [m[2] for m in marks[1:]] + [t + seconds]
+    ends = [m[2] for m in marks[1:]] + [t + seconds] * bool(marks)
     for (s, _, t0), t1 in zip(marks, ends, strict=True):
         scales[s] = scales.get(s, 0.0) + t1 - t0
     Path(out).write_text(json.dumps({

@@ -79,3 +79,22 @@ def test_48_concurrent_requests_all_succeed_with_bounded_memory(app, tmp_path):
     client = Client(url, verbose=False, analytics_enabled=False, download_files=str(tmp_path / "after"))
     after = client.predict(handle_file(str(photo)), handle_file(str(mask)), 0, "crop", api_name="/inpaint")
     assert np.asarray(Image.open(after)).shape == src.shape  # still answering
+
+
+def test_the_api_takes_the_refine_strategies_and_refuses_unknown_ones(app, tmp_path):
+    from gradio_client import Client, handle_file
+
+    rng = np.random.default_rng(1)
+    photo, mask = tmp_path / "p.png", tmp_path / "m.png"
+    src = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    Image.fromarray(src).save(photo)
+    m = np.zeros((96, 128), np.uint8)
+    m[30:60, 40:90] = 255
+    Image.fromarray(m).save(mask)
+    client = Client(app[0], verbose=False, analytics_enabled=False, download_files=str(tmp_path / "dl"))
+    for strategy in ("refine", "crop+refine"):
+        out = np.asarray(Image.open(client.predict(handle_file(str(photo)), handle_file(str(mask)), 0, strategy,
+                                                   api_name="/inpaint")).convert("RGB"))
+        assert out.shape == src.shape and np.array_equal(out[m == 0], src[m == 0])
+    with pytest.raises(Exception, match="strategy must be one of"):
+        client.predict(handle_file(str(photo)), handle_file(str(mask)), 0, "sharpen", api_name="/inpaint")
