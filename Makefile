@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean browser bench bench-export bench-train train-demo notebooks
+.PHONY: demo test lint clean browser bench bench-export bench-refine bench-train train-demo notebooks
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -49,6 +49,11 @@ bench: $(STAMP) $(BENCH_STAMP)
 # OpenVINO bf16 PSNR (table + docs/export-benchmark.json).
 bench-export: $(STAMP) $(BENCH_STAMP)
 	$(BIN)/python -m lama.bench_export
+
+# Strategies with and without the multi-scale refinement on a 1.8 MP and a 3 MP photo, CPU fp32 and bf16: time and
+# peak RSS of each in its own process (about an hour on 2 cores; docs/refine-benchmark.json).
+bench-refine: $(STAMP)
+	$(BIN)/python -m lama.bench_refine --out docs/refine-benchmark.json
 
 # Training step time (big-lama, 256x256, fp32/bf16, with and without ResNetPL) and peak memory: table + JSON.
 bench-train: $(STAMP)
