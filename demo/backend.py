@@ -42,8 +42,7 @@ class Backend:
         self.name = "OpenCV Telea (classical fallback)"
         self.inpainter = None
         self._lock = threading.Lock()
-        self._running: str | None = None  # the session whose inpainting holds the lock
-        self._cancel = threading.Event()
+        self._jobs: dict[str, threading.Event] = {}  # session -> its job's cancel flag (waiting or running)
         if inpainter is None:
             self._load()
         else:
@@ -90,25 +89,32 @@ class Backend:
             from lama import inpaint_classical
 
             return inpaint_classical(rgb, mask, "telea")
-        with self._lock:  # torch already uses every core; parallel requests would only thrash
-            self._running, started = session, time.perf_counter()
-            self._cancel.clear()
+        cancelled = threading.Event()
+        if session:
+            self._jobs[session] = cancelled
+        started = time.perf_counter()
 
-            def step(p: Any) -> None:
-                if self._cancel.is_set():
-                    raise Cancelled(f"cancelled after {time.perf_counter() - started:.0f} s")
-                if progress is not None:
-                    progress(p)
+        def step(p: Any) -> None:
+            if cancelled.is_set():
+                raise Cancelled(f"cancelled after {time.perf_counter() - started:.0f} s")
+            if progress is not None:
+                progress(p)
 
-            try:
+        try:
+            with self._lock:  # torch already uses every core; parallel requests would only thrash
+                if cancelled.is_set():  # while it waited for the model
+                    raise Cancelled("cancelled before it started")
                 return self.inpainter(rgb, mask, strategy=strategy, progress=step)
-            finally:
-                self._running = None
+        finally:
+            if self._jobs.get(session) is cancelled:
+                del self._jobs[session]
 
-    def cancel(self, session: str = "") -> bool:
-        """Stop the running refinement if it belongs to ``session``; True if one was asked to stop."""
-        if self._running is not None and self._running == session:
-            self._cancel.set()
-            log.info("refinement cancelled by its session")
-            return True
-        return False
+    def cancel(self, session: str) -> bool:
+        """Stop ``session``'s inpainting, waiting or running (a refinement at its next step); True if there was
+        one. Each job has its own flag: a cancel never reaches another session's job."""
+        job = self._jobs.get(session) if session else None
+        if job is None:
+            return False
+        job.set()
+        log.info("inpainting cancelled by its session")
+        return True

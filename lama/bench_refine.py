@@ -100,21 +100,20 @@ def main(argv: list[str] | None = None) -> int:
     from .bench import _model_dir
     from .machine import cpu_model
 
-    rows = []
+    res = {"cpu": cpu_model(), "machine": platform.machine(), "threads": torch.get_num_threads(),
+           "torch": torch.__version__, "n_iters": args.n_iters, "rows": []}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         weights = str(_model_dir(Path(tmp)))
         for photo in args.photos:
             for dtype in args.dtypes:
                 for strategy in args.strategies:
                     r = _run_child(["--n-iters", str(args.n_iters), "--child", weights, photo, strategy, dtype])
-                    rows.append({"photo": photo, "strategy": strategy, "dtype": dtype, **r})
+                    res["rows"].append({"photo": photo, "strategy": strategy, "dtype": dtype, **r})
+                    Path(args.out).write_text(json.dumps(res, indent=1))  # after each row: an hour's run
                     print(f"  {photo:6} {dtype:9} {strategy:12} {r['seconds']:8.1f} s  "
                           f"{r['peak_rss_mb']:7.0f} MB  steps {r['steps']:3}  outside identical "
                           f"{r['outside_identical']}", flush=True)
-    res = {"cpu": cpu_model(), "machine": platform.machine(), "threads": torch.get_num_threads(),
-           "torch": torch.__version__, "n_iters": args.n_iters, "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=1))
     print(f"CPU: {res['cpu']}, {res['threads']} threads; JSON: {args.out}")
     return 0
 

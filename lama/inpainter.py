@@ -216,7 +216,8 @@ class Inpainter:
         the fill scaled back up; "crop" (default) one crop per connected mask region, grown by
         ``crop_margin``, when the longest side exceeds ``crop_trigger``. "refine" is "original" with the
         multi-scale refinement (:mod:`lama.refine`, the ``refine_*`` settings; slower, sharper on large photos),
-        "crop+refine" refines each crop. ``progress`` gets the refinement's :class:`lama.refine.RefineProgress`
+        "crop+refine" refines each crop, grown to at least two pyramid scales (about 725 px a side).
+        ``progress`` gets the refinement's :class:`lama.refine.RefineProgress`
         steps; an exception raised there cancels it. Only masked pixels change.
         """
         if strategy not in STRATEGIES:
@@ -231,8 +232,10 @@ class Inpainter:
             longest = max(m.shape)
             if strategy == "resize" and longest > self.resize_limit:
                 out = self._fill_resized(rgb, m)
-            elif strategy in ("crop", "crop+refine") and longest > self.crop_trigger:
-                out = self._fill_crops(rgb, m, fill)
+            elif strategy == "crop" and longest > self.crop_trigger:
+                out = self._fill_crops(rgb, m)
+            elif strategy == "crop+refine" and longest > self.crop_trigger:
+                out = self._fill_crops(rgb, m, fill, min_size=self._refine_crop_side())
             else:
                 out = fill(rgb, m)
         return out if alpha is None else np.dstack([out, alpha])
@@ -253,10 +256,22 @@ class Inpainter:
         out = self.predict_batch(to_tensor(rgb), torch.from_numpy(np.array(m))[None, None].float(), uint8=True)
         return out[0].permute(1, 2, 0).cpu().numpy()
 
+    def _refine_crop_side(self) -> int:
+        """The smallest square side whose pyramid has two scales: a crop below it would be refined at one scale,
+        i.e. not at all (about 725 px for the official min_side of 512)."""
+        from .refine import n_scales
+
+        side = int(self.refine_min_side * 1.4)
+        while n_scales(side, side, self.refine_min_side, max(2, self.refine_max_scales)) < 2:
+            side += 1
+        return side
+
     def _fill_refined(self, rgb: np.ndarray, m: np.ndarray, progress: Callable[[Any], None] | None = None
                       ) -> np.ndarray:
-        from .refine import refine
+        from .refine import MODULO, refine
 
+        if min(m.shape) < 2 * MODULO:  # too small for a pyramid: plain inference pads it
+            return self._fill(rgb, m)
         image = to_tensor(rgb).to(self.device)
         hole = torch.from_numpy(np.array(m))[None, None].to(self.device)
         out = refine(self.generator, image, hole.float(), n_iters=self.refine_n_iters, lr=self.refine_lr,
@@ -281,9 +296,10 @@ class Inpainter:
         return out
 
     def _fill_crops(self, rgb: np.ndarray, m: np.ndarray,
-                    fill: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+                    fill: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+                    min_size: int = 0) -> np.ndarray:
         out = rgb.copy()
-        for top, bottom, left, right in crop_boxes(m, self.crop_margin):
+        for top, bottom, left, right in crop_boxes(m, self.crop_margin, min_size):
             crop_m = m[top:bottom, left:right]
             filled = (fill or self._fill)(rgb[top:bottom, left:right], crop_m)
             region = out[top:bottom, left:right]
@@ -294,16 +310,20 @@ class Inpainter:
 STRATEGIES = ("crop", "resize", "original", "refine", "crop+refine")
 
 
-def crop_boxes(mask: np.ndarray, margin: int) -> list[tuple[int, int, int, int]]:
-    """(top, bottom, left, right) boxes around the connected mask regions, grown by ``margin``, shifted
-    inward at the image borders, and merged where they overlap (one model run per box)."""
+def crop_boxes(mask: np.ndarray, margin: int, min_size: int = 0) -> list[tuple[int, int, int, int]]:
+    """(top, bottom, left, right) boxes around the connected mask regions, grown by ``margin`` (and further to
+    ``min_size`` a side where the image allows), shifted inward at the image borders, and merged where they
+    overlap (one model run per box)."""
     import cv2
 
     h, w = mask.shape
     n, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     boxes = []
     for x, y, bw, bh, _area in stats[1:n]:
-        boxes.append(_grow(int(y), int(y + bh), h, margin) + _grow(int(x), int(x + bw), w, margin))
+        rows, cols = (_grow(int(a), int(a + d), size, margin) for a, d, size in ((y, bh, h), (x, bw, w)))
+        rows, cols = (_grow(*span, size, max(0, -(-(min_size - span[1] + span[0]) // 2)))
+                      for span, size in ((rows, h), (cols, w)))
+        boxes.append(rows + cols)
     merged = True
     while merged:  # union of overlapping boxes until none overlap
         merged = False

@@ -26,6 +26,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import math
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -129,9 +130,11 @@ def _pad(x: torch.Tensor, modulo: int = MODULO) -> torch.Tensor:
 
 @functools.cache
 def _malloc_trim() -> Callable[[int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
     try:
-        return ctypes.CDLL(None).malloc_trim  # glibc
-    except (OSError, AttributeError):
+        return ctypes.CDLL(None).malloc_trim  # glibc (musl has none)
+    except (OSError, AttributeError, TypeError):
         return None
 
 
@@ -159,19 +162,36 @@ class _Split:
     (residual blocks, upsampling, output), the rear's blocks spread over ``devices`` (the official split: the same
     number of blocks per device, the remainder and the tail on the last)."""
 
-    def __init__(self, generator: nn.Module, devices: Sequence[torch.device], checkpointing: bool):
+    def __init__(self, generator: nn.Module, devices: Sequence[str | torch.device] | None, checkpointing: bool):
         layers = list(getattr(generator, "model", ()))
         first = next((i for i, m in enumerate(layers) if isinstance(m, FFCResnetBlock)), None)
-        if first is None:
-            raise LamaError("refinement needs LaMa's FFCResNetGenerator (a .model with FFC resnet blocks)")
+        weights = next(generator.parameters(), None) if first is not None else None
+        if weights is None:
+            raise LamaError("refinement needs LaMa's FFCResNetGenerator (a .model with FFC resnet blocks); "
+                            "an ONNX or other exported model cannot be refined")
+        self.home = weights.device
+        self.devices = [torch.device(d) for d in devices] if devices else [self.home]
         n_blocks = sum(isinstance(m, FFCResnetBlock) for m in layers)
-        per = n_blocks // len(devices)
+        per = max(1, n_blocks // len(self.devices))
         self.front = nn.Sequential(*layers[:first])
-        bounds = [first + per * i for i in range(len(devices))] + [len(layers)]
+        bounds = [first + per * i for i in range(len(self.devices))] + [len(layers)]
         self.rears = [layers[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
-        self.devices = list(devices)
         self.checkpointing = checkpointing
-        self.dtype = next(generator.parameters()).dtype
+        self.dtype = weights.dtype
+
+    def place(self) -> None:
+        """The front on the first device, each part of the rear on its own (in place, as the official code)."""
+        self.front.to(self.devices[0])
+        for device, layers in zip(self.devices, self.rears, strict=True):
+            for m in layers:
+                m.to(device)
+
+    def restore(self) -> None:
+        """Everything back where the weights were, for the plain inference that shares them."""
+        self.front.to(self.home)
+        for layers in self.rears:
+            for m in layers:
+                m.to(self.home)
 
     def rear(self, z: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """The rear's prediction (float32) from the features ``z``; with checkpointing each block (and the tail
@@ -230,8 +250,10 @@ def refine(generator: nn.Module, image: torch.Tensor, mask: torch.Tensor, *, n_i
     Returns ``mask * refined + (1 - mask) * image`` [1,3,H,W] float32 on ``image``'s device: pixels outside the
     hole are the input's own. The generator (LaMa's ``FFCResNetGenerator``, in eval mode, any dtype) runs on
     ``devices`` (default: where its weights are; several: its residual blocks are split between them, as the
-    official code splits them over GPUs). ``progress`` is called before each scale and after each iteration;
-    an exception raised there stops the refinement (a cancel).
+    official code splits them over GPUs; its parts are moved there for the call and back afterwards).
+    ``progress`` is called before each scale and after each iteration; an exception raised there stops the
+    refinement (a cancel). Masks are binary here (hole where > 0.5), as everywhere in this package; the official
+    code counts any value above 0 as hole.
     """
     if image.ndim != 4 or image.shape[:2] != (1, 3) or mask.shape != (1, 1, *image.shape[-2:]):
         raise LamaError(f"refinement takes one image [1,3,H,W] and its mask [1,1,H,W]; got {tuple(image.shape)} "
@@ -243,12 +265,23 @@ def refine(generator: nn.Module, image: torch.Tensor, mask: torch.Tensor, *, n_i
     h, w = image.shape[-2:]
     if min(h, w) < 2 * MODULO:
         raise LamaError(f"the photo is too small to refine ({h}x{w}); use plain inference")
-    devices = [torch.device(d) for d in devices] if devices else [next(generator.parameters()).device]
     split = _Split(generator, devices, checkpointing)
-    last = devices[-1]
+    last = split.devices[-1]
     out_device = image.device
     image, hole = image.float().to(last), (mask.to(last) > 0.5).float()
+    if len(split.devices) > 1 or split.devices[0] != split.home:
+        split.place()
+        try:
+            return _refine(split, image, hole, n_iters, lr, min_side, max_scales, px_budget, progress).to(out_device)
+        finally:
+            split.restore()
+    return _refine(split, image, hole, n_iters, lr, min_side, max_scales, px_budget, progress).to(out_device)
 
+
+def _refine(split: _Split, image: torch.Tensor, hole: torch.Tensor, n_iters: int, lr: float, min_side: int,
+            max_scales: int, px_budget: int, progress: Callable[[RefineProgress], None] | None) -> torch.Tensor:
+    h, w = image.shape[-2:]
+    last = split.devices[-1]
     small = budget_size(h, w, px_budget)
     img, m = image, hole
     if small != (h, w):
@@ -264,7 +297,7 @@ def refine(generator: nn.Module, image: torch.Tensor, mask: torch.Tensor, *, n_i
         result = _refine_scale(split, img, m, result, n_iters if s else 1, lr, ellipse, s, len(images), progress)
     if small != (h, w):  # only the fill is scaled up; the photo keeps its own pixels and size
         result = F.interpolate(result, size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
-    return (hole * result + (1 - hole) * image).to(out_device)
+    return hole * result + (1 - hole) * image
 
 
 def _refine_scale(split: _Split, image: torch.Tensor, mask: torch.Tensor, lower: torch.Tensor | None, n_iters: int,
@@ -276,19 +309,24 @@ def _refine_scale(split: _Split, image: torch.Tensor, mask: torch.Tensor, lower:
     first = split.devices[0]
     with torch.no_grad():
         x = torch.cat([image * (1 - mask), mask], dim=1).to(first, split.dtype)
-        z = [t.detach().float().requires_grad_(True) for t in split.front(x)]
+        z = split.front(x)
+        if not (isinstance(z, tuple) and all(isinstance(t, torch.Tensor) for t in z)):
+            raise LamaError("refinement needs a generator whose residual blocks have local and global channels")
+        z = [t.detach().float().requires_grad_(True) for t in z]
     if lower is not None and n_iters > 1:
         known = (mask < EPS).expand_as(image).float()
         hole_loss = loss_mask(mask[..., :oh, :ow], ellipse).expand(-1, 3, -1, -1)
         optimizer = torch.optim.Adam(z, lr=lr)
-        loss_scale = 1024.0 if split.dtype == torch.float16 else 1.0
+        # float16: the loss is a mean over every pixel; scaled by the pixel count, each pixel's gradient is of
+        # order one instead of 1e-7, below float16's range (a step that overflows anyway is skipped)
+        loss_scale = float(image[0, 0].numel()) if split.dtype == torch.float16 else 1.0
         for i in range(n_iters - 1):  # the last of the n_iters predictions is not followed by a step
             optimizer.zero_grad(set_to_none=True)
             _trim_heap()
             pred = split.rear(tuple(z))
             _trim_heap()
             loss = _masked_l1(pred, image, known) + _masked_l1(pyr_down(pred[..., :oh, :ow]), lower, hole_loss)
-            (loss * loss_scale).backward()  # float16: gradients of a mean over a photo underflow unscaled
+            (loss * loss_scale).backward()
             value = float(loss.detach())
             del pred, loss  # the graph keeps the recomputed segments' inputs alive (a GB at 1.8 MP)
             if loss_scale != 1:

@@ -169,7 +169,31 @@ def test_refinement_reports_each_step_and_a_cancel_frees_the_model_for_the_next_
     t.join(timeout=120)
     assert not t.is_alive() and len(steps) == 2
     assert type(errors[0]).__name__ == "Cancelled"
-    assert not backend.cancel("a")  # nothing running now
+    assert not backend.cancel("a") and not backend.cancel("")  # nothing running now; no session, no cancel
     inp.refine_n_iters = 2
     out = backend.inpaint(p.rgb, mask, "refine", session="b")  # the model serves the next request
     assert out.shape == p.rgb.shape
+
+    # a job waiting for the model is cancelled before it starts, and does not run afterwards
+    ran = []
+    backend._lock.acquire()
+    try:
+        t = threading.Thread(target=lambda: errors.append(_catch(lambda: backend.inpaint(
+            p.rgb, mask, "refine", progress=ran.append, session="c"))))
+        t.start()
+        for _ in range(200):
+            if backend.cancel("c"):
+                break
+            t.join(timeout=0.01)
+    finally:
+        backend._lock.release()
+    t.join(timeout=60)
+    assert str(errors[-1]) == "cancelled before it started" and not ran
+
+
+def _catch(fn):
+    try:
+        fn()
+    except Exception as e:
+        return e
+    return None

@@ -138,14 +138,16 @@ def test_checkpointing_and_a_split_over_two_devices_give_the_same_result(generat
 
 
 def test_a_thin_stroke_gives_no_nan(generator, photo):
-    """An 8-px stroke leaves the shrunk loss mask empty: the official loss is NaN at every step."""
+    """An 8-px stroke leaves the shrunk loss mask empty: the official loss is NaN at every step; the known-pixel
+    term still moves the fill."""
     rgb, _ = photo
     image = lama.to_tensor(rgb)
     mask = torch.zeros(1, 1, 96, 128)
     mask[..., 40:48, 10:120] = 1
     steps: list[RefineProgress] = []
-    out = refine(generator, image, mask, n_iters=4, min_side=48, max_scales=2, progress=steps.append)
+    out = refine(generator, image, mask, n_iters=4, lr=0.01, min_side=48, max_scales=2, progress=steps.append)
     assert out.isfinite().all() and all(np.isfinite(s.loss) for s in steps if s.loss is not None)
+    assert not torch.allclose(out, _plain(generator, image, mask), atol=1e-4)
 
 
 def test_a_photo_above_the_pixel_budget_comes_back_at_its_own_size(generator, photo):
@@ -155,17 +157,48 @@ def test_a_photo_above_the_pixel_budget_comes_back_at_its_own_size(generator, ph
     assert out.shape == image.shape
     known = ~mask.bool().expand_as(out)
     assert torch.equal(out[known], image[known]) and out.isfinite().all()
+    # the fill is the refinement at the reduced size (as the official code returns it), scaled back up
+    small = torch.nn.functional.interpolate(image, size=(47, 63), mode="bilinear", align_corners=False)
+    small_mask = (torch.nn.functional.interpolate(mask, size=(47, 63), mode="bilinear", align_corners=False)
+                  > 1e-8).float()
+    reduced = refine(generator, small, small_mask, n_iters=2, min_side=16, max_scales=2)
+    up = torch.nn.functional.interpolate(reduced, size=(96, 128), mode="bilinear", align_corners=False).clamp(0, 1)
+    assert torch.allclose(out, mask * up + (1 - mask) * image, atol=1e-6)
 
 
 def test_bfloat16_refinement_is_close_to_float32(generator, photo):
     image, mask = _tensors(*photo)
     kw = dict(n_iters=3, min_side=48, max_scales=2)
-    ref = refine(generator, image, mask, **kw)
     import copy
 
-    out = refine(copy.deepcopy(generator).to(torch.bfloat16), image, mask, **kw)
+    out = refine(copy.deepcopy(generator).to(torch.bfloat16), image, mask, lr=0.05, **kw)
+    ref = refine(generator, image, mask, lr=0.05, **kw)
     hole = mask.bool().expand_as(out)
     assert out.dtype == torch.float32 and (out - ref)[hole].abs().mean() < 0.02
+    # the steps survive bfloat16: the result is nearer the float32 refinement than the plain fill
+    plain = _plain(generator, image, mask)
+    assert (out - ref)[hole].abs().mean() < (out - plain)[hole].abs().mean()
+
+
+def test_several_devices_get_the_official_split_and_the_weights_come_back(generator, monkeypatch):
+    """With two devices the front and the first half of the blocks go to the first, the rest and the tail to the
+    second (the official split), in place; afterwards everything returns to the weights' device."""
+    from lama.refine import _Split
+
+    split = _Split(generator, ["cuda:0", "cuda:1"], checkpointing=True)
+    n = generator.n_blocks
+    blocks = [[m for m in part if type(m).__name__ == "FFCResnetBlock"] for part in split.rears]
+    assert [len(b) for b in blocks] == [n // 2, n - n // 2]
+    moved = []
+    monkeypatch.setattr(torch.nn.Module, "to", lambda self, *a, **k: moved.append((self, str(a[0]))) or self)
+    split.place()
+    where = {id(m): d for m, d in moved}
+    assert where[id(split.front)] == "cuda:0"
+    assert all(where[id(b)] == "cuda:0" for b in blocks[0]) and all(where[id(b)] == "cuda:1" for b in blocks[1])
+    assert where[id(split.rears[1][-1])] == "cuda:1"  # the tail with the last blocks
+    moved.clear()
+    split.restore()
+    assert {d for _, d in moved} == {"cpu"} and len(moved) == 1 + sum(len(p) for p in split.rears)
 
 
 def test_bad_input_is_refused(generator, photo):
@@ -179,6 +212,9 @@ def test_bad_input_is_refused(generator, photo):
     with pytest.raises(LamaError, match="eval mode"):
         refine(generator.train(), image, mask)
     generator.eval()
+    local_only = dict(SMALL_GENERATOR, resnet_conv_kwargs={"ratio_gin": 0, "ratio_gout": 0, "enable_lfu": False})
+    with pytest.raises(LamaError, match="local and global"):
+        refine(generator_from_config(local_only).eval(), image, mask, n_iters=2, min_side=48, max_scales=2)
 
 
 def test_inpainter_strategies_refine_and_crop_plus_refine(generator, photo):
@@ -199,3 +235,24 @@ def test_inpainter_strategies_refine_and_crop_plus_refine(generator, photo):
     assert np.array_equal(out[~hole], big[~hole])
     crop = model(big[260:380, 460:600], hole[260:380, 460:600], strategy="refine")
     assert np.array_equal(out[260:380, 460:600], crop)
+    # too small for a pyramid: the plain fill, as the other strategies
+    tiny, tiny_mask = rgb[:9, :40], mask[:9, :40] | (np.arange(40) > 30)[None]
+    assert np.array_equal(model(tiny, tiny_mask, strategy="refine"), model(tiny, tiny_mask, strategy="original"))
+
+
+def test_crop_plus_refine_grows_small_crops_to_two_scales(generator):
+    """A crop shorter than ~725 px would get a one-scale pyramid (no refinement at all, as in the official code):
+    crop+refine grows each crop to the smallest side with two scales, within the photo."""
+    from lama.inpainter import crop_boxes
+
+    model = Inpainter(generator)
+    assert model._refine_crop_side() == 725  # log2(724 / 512) = 0.4998 rounds to 0; log2(725 / 512) to 1
+    assert n_scales(725, 725, 512, 3) == 2 and n_scales(724, 724, 512, 3) == 1
+    hole = np.zeros((1125, 1600), bool)
+    hole[450:650, 700:1000] = True
+    assert crop_boxes(hole, 128) == [(322, 778, 572, 1128)]  # 456 x 556: one scale
+    (top, bottom, left, right), = crop_boxes(hole, 128, min_size=725)
+    assert (bottom - top, right - left) == (726, 726) and top <= 450 and bottom >= 650 and left <= 700
+    edge = np.zeros((800, 1600), bool)
+    edge[:40, :60] = True  # at the corner: shifted inward, never past the photo
+    assert crop_boxes(edge, 128, min_size=725) == [(0, 726, 0, 726)]
