@@ -256,3 +256,43 @@ def test_crop_plus_refine_grows_small_crops_to_two_scales(generator):
     edge = np.zeros((800, 1600), bool)
     edge[:40, :60] = True  # at the corner: shifted inward, never past the photo
     assert crop_boxes(edge, 128, min_size=725) == [(0, 726, 0, 726)]
+
+
+# --- on a GPU (skipped on machines without CUDA; the session that has one runs them) ---------------------------
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_on_cuda_the_official_fixture_is_reproduced(dtype, monkeypatch):
+    import copy
+
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # float32 means float32 (cuDNN defaults to TF32)
+
+    e = torch.load(FIXTURE, weights_only=True)
+    p = e["params"]
+    gen = copy.deepcopy(lama.load_model(OFFICIAL, fast=False).generator).to("cuda", dtype)
+    image, mask = (e["image"].float() / 255).cuda(), e["mask"].float().cuda()
+    out = refine(gen, image, mask, n_iters=p["n_iters"], lr=p["lr"], min_side=p["min_side"],
+                 max_scales=p["max_scales"], px_budget=p["px_budget"])
+    assert out.device.type == "cuda" and out.isfinite().all()
+    diff = (out.cpu() - e["refined"]).abs()
+    hole = e["mask"].bool().expand_as(diff)
+    if dtype == torch.float32:
+        assert diff.max() <= 3e-3 and diff[hole].mean() <= 5e-5, (diff.max(), diff[hole].mean())
+    else:
+        assert diff[hole].mean() <= 0.02, diff[hole].mean()
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_split_over_two_gpus_equals_one_gpu(generator, photo):
+    import copy
+
+    gen = copy.deepcopy(generator).to("cuda:0")
+    image, mask = (t.to("cuda:0") for t in _tensors(*photo))
+    kw = dict(n_iters=3, min_side=48, max_scales=2)
+    one = refine(gen, image, mask, **kw)
+    two = refine(gen, image, mask, devices=["cuda:0", "cuda:1"], **kw)
+    assert torch.allclose(one, two, atol=1e-5)
+    assert {p.device for p in gen.parameters()} == {torch.device("cuda:0")}  # moved back
