@@ -89,11 +89,9 @@ def _model_dir(tmp: Path) -> Path:
     return path
 
 
-def _inputs(size: int, photo: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+def bench_photo(h: int, w: int, photo: str | None = None) -> np.ndarray:
+    """``photo`` (default: scikit-image's astronaut) resized to HxWx3 uint8; a smooth synthetic image without it."""
     from PIL import Image
-
-    from .io import to_tensor
-    from .masks import make_mask_generator
 
     if photo is None:
         import importlib.util
@@ -101,10 +99,16 @@ def _inputs(size: int, photo: str | None) -> tuple[torch.Tensor, torch.Tensor]:
         spec = importlib.util.find_spec("skimage")
         photo = str(Path(next(iter(spec.submodule_search_locations))) / "data" / "astronaut.png") if spec else None
     if photo and Path(photo).exists():
-        rgb = np.asarray(Image.open(photo).convert("RGB").resize((size, size), Image.BICUBIC))
-    else:  # no photo available: a smooth synthetic image
-        yy, xx = np.mgrid[0:size, 0:size] / size
-        rgb = (np.stack([yy, xx, (yy + xx) / 2], -1) * 255).astype(np.uint8)
+        return np.asarray(Image.open(photo).convert("RGB").resize((w, h), Image.BICUBIC))
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    return (np.stack([yy, xx, (yy + xx) / 2], -1) * 255).astype(np.uint8)
+
+
+def _inputs(size: int, photo: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+    from .io import to_tensor
+    from .masks import make_mask_generator
+
+    rgb = bench_photo(size, size, photo)
     mask = make_mask_generator("random_thick_512")(size, size, np.random.default_rng(0)) > 0
     img = to_tensor(rgb)
     return img, torch.from_numpy(mask)[None, None].float()

@@ -28,18 +28,10 @@ DTYPES = ("float32", "bfloat16")  # on CUDA: float32 float16 bfloat16
 
 
 def _photo(name: str) -> tuple[np.ndarray, np.ndarray]:
-    import importlib.util
-
-    from PIL import Image
+    from .bench import bench_photo
 
     h, w = PHOTOS[name]
-    spec = importlib.util.find_spec("skimage")
-    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "astronaut.png" if spec else None
-    if path is not None and path.exists():
-        rgb = np.asarray(Image.open(path).convert("RGB").resize((w, h), Image.BICUBIC))
-    else:
-        yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
-        rgb = (np.stack([yy, xx, (yy + xx) / 2], -1) * 255).astype(np.uint8)
+    rgb = bench_photo(h, w)
     mask = np.zeros((h, w), bool)
     if name == "1.8mp":
         mask[450:650, 700:1000] = True  # 200 x 300
