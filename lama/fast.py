@@ -52,21 +52,50 @@ def fold_batchnorm(weight: torch.Tensor, bn: nn.BatchNorm2d, out_dim: int = 0) -
         return weight * scale.view(shape), bn.bias - bn.running_mean * scale
 
 
+_HAS_POINTWISE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+def _onednn_fusion(x: torch.Tensor) -> bool:
+    """Whether oneDNN's fused convolution + ReLU runs here: on the CPU in float32 or bfloat16, not while tracing
+    or exporting (the fused ops are not in ONNX), and where this torch build has them."""
+    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16) and _HAS_POINTWISE
+            and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
+
+
+def conv2d_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int = 1,
+                padding: int = 0) -> torch.Tensor:
+    """``relu(conv2d(x, weight, bias, stride, padding))``, with the ReLU inside oneDNN's convolution where it
+    runs (:func:`_onednn_fusion`): no second pass over a full-resolution map (a fifth of the head's time in bf16)."""
+    if _onednn_fusion(x):
+        return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, [padding] * 2, [stride] * 2, [1, 1], 1,
+                                                       "relu", [], "")
+    return torch.relu_(F.conv2d(x, weight, bias, stride, padding))
+
+
+def conv_transpose2d_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int, padding: int,
+                          output_padding: int) -> torch.Tensor:
+    """``relu(conv_transpose2d(...))`` for square strides and paddings, fused as :func:`conv2d_relu`."""
+    if _onednn_fusion(x):
+        return torch.ops.mkldnn._convolution_transpose_pointwise(
+            x, weight, bias, [padding] * 2, [output_padding] * 2, [stride] * 2, [1, 1], 1, "relu", [], "")
+    return torch.relu_(F.conv_transpose2d(x, weight, bias, stride, padding, output_padding))
+
+
 def _edge_outputs(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, pad: int,
-                  dim: int, o0: int, o1: int) -> torch.Tensor:
+                  dim: int, o0: int, o1: int, relu: bool) -> torch.Tensor:
     """Outputs ``o0:o1`` along ``dim`` (-2 rows, -1 columns) of the reflect-padded convolution, from the thin
     strip of ``x`` they read, reflect-padded where it meets the image's edge and fully along the other axis."""
     k, n = weight.shape[-1], x.shape[dim]
     i0, i1 = o0 * stride - pad, (o1 - 1) * stride - pad + k
     strip = x.narrow(dim, max(0, i0), min(n, i1) - max(0, i0))
     lo, hi = max(0, -i0), max(0, i1 - n)
-    return F.conv2d(F.pad(strip, (lo, hi, pad, pad) if dim == -1 else (pad, pad, lo, hi), mode="reflect"),
-                    weight, bias, stride)
+    strip = F.pad(strip, (lo, hi, pad, pad) if dim == -1 else (pad, pad, lo, hi), mode="reflect")
+    return conv2d_relu(strip, weight, bias, stride) if relu else F.conv2d(strip, weight, bias, stride)
 
 
-def conv2d_reflect(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, pad: int
-                   ) -> torch.Tensor:
-    """``conv2d(F.pad(x, pad, mode="reflect"), ...)`` without the padded copy of ``x``.
+def conv2d_reflect(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, pad: int,
+                   relu: bool = False) -> torch.Tensor:
+    """``conv2d(F.pad(x, pad, mode="reflect"), ...)`` (then ReLU if ``relu``) without the padded copy of ``x``.
 
     At full resolution that copy is the largest tensor alive (64 channels x 2048² = 1 GB). The
     convolution runs with zero padding instead, and only the output rows and columns that see the
@@ -74,9 +103,9 @@ def conv2d_reflect(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     bfloat16 convolution with a one-wide output sometimes returned NaNs on an AMX CPU.
     """
     if pad == 0:
-        return F.conv2d(x, weight, bias, stride)
+        return conv2d_relu(x, weight, bias, stride) if relu else F.conv2d(x, weight, bias, stride)
     k = weight.shape[-1]
-    out = F.conv2d(x, weight, bias, stride, padding=pad)
+    out = conv2d_relu(x, weight, bias, stride, pad) if relu else F.conv2d(x, weight, bias, stride, padding=pad)
     n_lo = -(-pad // stride)  # first outputs whose window starts above/left of the image
     for dim in (-2, -1):
         n_in, n_out = x.shape[dim], out.shape[dim]
@@ -85,7 +114,7 @@ def conv2d_reflect(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
         if first_hi < n_out:
             ranges.append((max(0, min(first_hi, n_out - 2)), n_out))
         for o0, o1 in ranges:
-            out.narrow(dim, o0, o1 - o0).copy_(_edge_outputs(x, weight, bias, stride, pad, dim, o0, o1))
+            out.narrow(dim, o0, o1 - o0).copy_(_edge_outputs(x, weight, bias, stride, pad, dim, o0, o1, relu))
     return out
 
 
@@ -214,16 +243,21 @@ KERNELS = {k.name: k for k in (WinogradKernel, DirectKernel)}
 
 
 def _dft_factors(h: int, w: int, dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
-    """:func:`lama.dft.dft_matrices` arranged for :meth:`FastSpectral._fourier_dft` (made per call, microseconds:
-    a cache of tensors would keep fake ones made while something traces the model). Along H the complex
-    transforms act on stacked (re, im) rows as one real ``[2H, 2H]`` matrix."""
+    """:func:`lama.dft.dft_matrices` arranged for :meth:`FastSpectral._fourier_dft`, so that each DFT stage is one
+    product: along W the cos and sin rows stacked (``[2 Wf, W]``, per map row, giving ``[H, 2, Wf, C]``); along H
+    the complex transforms as one real ``[2H, 2H]`` matrix on those (row, part) pairs, the forward one giving
+    ``[2, H, Wf, C]`` (parts outermost, as the unit's 1x1 conv reads them) and the inverse one reading that and
+    giving ``[H, 2, Wf, C]`` again, which the inverse along W (``[W, 2 Wf]``) reads per row. Made once per forward
+    (:meth:`Workspace.memo`): nothing cached outlives a trace."""
     m = dft_matrices(h, w, dtype, device)
     c, s = m["h_cos"], m["h_sin"]
+    # e^{-i..}: (C re + S im, C im - S re), on (part, row) stacked inputs; then columns reordered to (row, part)
+    fwd = torch.cat([torch.cat([c, s], 1), torch.cat([-s, c], 1)]).view(2 * h, 2, h).transpose(1, 2)
+    inv = torch.cat([torch.cat([c, -s], 1), torch.cat([s, c], 1)]).view(2, h, 2 * h).transpose(0, 1)  # e^{+i..}
     wf = w // 2 + 1
-    return {"w_cos": m["w_cos"], "w_sin": m["w_sin"],
-            "h": torch.cat([torch.cat([c, s], 1), torch.cat([-s, c], 1)]),  # e^{-i..}: (C re + S im, C im - S re)
-            "ih": torch.cat([torch.cat([c, -s], 1), torch.cat([s, c], 1)]),  # e^{+i..}
-            "iw_re": m["iw_cos"].expand(h, w, wf), "iw_im": m["iw_sin"].expand(h, w, wf)}
+    return {"w": torch.cat([m["w_cos"], m["w_sin"]]).expand(h, 2 * wf, w),
+            "h": fwd.reshape(2 * h, 2 * h), "ih": inv.reshape(2 * h, 2 * h),
+            "iw": torch.cat([m["iw_cos"], m["iw_sin"]], 1).expand(h, w, 2 * wf)}
 
 
 class FastSpectral(nn.Module):
@@ -289,23 +323,21 @@ class FastSpectral(nn.Module):
         s.add_(back.view(-1, c2))
 
     def _fourier_dft(self, s: torch.Tensor, bhw: tuple[int, int, int], ws: Workspace) -> None:
-        """``s += FU(s)`` with the DFTs as matrix products; spectra as ``[2 (re, im), H, W//2+1, C]``, so
-        every product reads plain matrices."""
+        """``s += FU(s)`` with the DFTs as matrix products (:func:`_dft_factors`), one product per stage."""
         b, h, w = bhw
         c2 = s.shape[1]
         wf = w // 2 + 1
-        d = _dft_factors(h, w, s.dtype, s.device)
-        rows, spec, fu = (ws.get(name, (2, h, wf, c2)) for name in ("rows", "spec", "fu"))
+        d = ws.memo(("dft", h, w), lambda: _dft_factors(h, w, s.dtype, s.device))
+        rows, spec, fu = (ws.get(name, (2 * h, wf * c2)) for name in ("rows", "spec", "fu"))
         for si in s.view(b, h, w, c2):
-            torch.matmul(d["w_cos"], si, out=rows[0])  # along W, per row
-            torch.matmul(d["w_sin"], si, out=rows[1])
-            torch.mm(d["h"], rows.view(2 * h, -1), out=spec.view(2 * h, -1))  # along H
-            re, im = spec[0].view(-1, c2), spec[1].view(-1, c2)
-            for o in range(2):  # the unit's 1x1 conv + BN + ReLU, per output part
-                torch.addmm(self.b_fu[o], re, self.w_fu[o, 0], out=fu[o].view(-1, c2)).addmm_(im, self.w_fu[o, 1])
+            torch.bmm(d["w"], si, out=rows.view(h, 2 * wf, c2))  # along W, per row: [H, 2, Wf, C]
+            torch.mm(d["h"], rows, out=spec)  # along H: [2, H, Wf, C]
+            re, im = spec.view(2, -1, c2)
+            for o, fu_o in enumerate(fu.view(2, -1, c2)):  # the unit's 1x1 conv + BN + ReLU, per output part
+                torch.addmm(self.b_fu[o], re, self.w_fu[o, 0], out=fu_o).addmm_(im, self.w_fu[o, 1])
             torch.relu_(fu)
-            torch.mm(d["ih"], fu.view(2 * h, -1), out=spec.view(2 * h, -1))  # inverse along H
-            si.baddbmm_(d["iw_re"], spec[0]).baddbmm_(d["iw_im"], spec[1])  # inverse along W, added to s
+            torch.mm(d["ih"], fu, out=rows)  # inverse along H: [H, 2, Wf, C]
+            si.baddbmm_(d["iw"], rows.view(h, 2 * wf, c2))  # inverse along W, added to s
 
 
 class FastFFC(nn.Module):
@@ -360,7 +392,7 @@ class _ConvBNReLU(nn.Module):
         self.stride, self.pad = conv.stride, pad
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu_(conv2d_reflect(x, self.w, self.b, self.stride[0], self.pad))
+        return conv2d_reflect(x, self.w, self.b, self.stride[0], self.pad, relu=True)
 
 
 class _UpBNReLU(nn.Module):
@@ -372,7 +404,7 @@ class _UpBNReLU(nn.Module):
         self.stride, self.padding, self.output_padding = conv.stride, conv.padding, conv.output_padding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu_(F.conv_transpose2d(x, self.w, self.b, self.stride, self.padding, self.output_padding))
+        return conv_transpose2d_relu(x, self.w, self.b, self.stride[0], self.padding[0], self.output_padding[0])
 
 
 class FastGenerator(nn.Module):
@@ -429,14 +461,14 @@ class FastGenerator(nn.Module):
         reflect-padded by 3; each level computes just the rows that the next one reads. ``heights``:
         the rows of each level's output."""
         if level == 0:
-            return torch.relu_(F.conv2d(xp[..., a0: a1 + 6, :], self.stem.w, self.stem.b))
+            return conv2d_relu(xp[..., a0: a1 + 6, :], self.stem.w, self.stem.b)
         d = self.down[level - 1]
         n = heights[level - 1]  # rows of this level's input
         lo, hi = max(0, 2 * a0 - 1), min(n, 2 * a1)  # a 3x3/stride-2 window at row a reads 2a-1 .. 2a+1
         rows = self._down_rows(xp, level - 1, lo, hi, heights)
         # the image's edges: reflect, as the padded conv would
         band = F.pad(rows, (1, 1, 1 if a0 == 0 else 0, 1 if 2 * a1 > n else 0), mode="reflect")
-        return torch.relu_(F.conv2d(band, d.w, d.b, 2))
+        return conv2d_relu(band, d.w, d.b, 2)
 
     def _head(self, x: torch.Tensor) -> torch.Tensor:
         """Stem + the first downsamplings (up to HEAD_LEVELS) in row bands: the full- and half-resolution
@@ -465,8 +497,8 @@ class FastGenerator(nn.Module):
         up = ups[-1]
         n = x.shape[-2] << (len(ups) - 1)  # rows of this level's input
         i0, i1 = max(0, (lo - 1) // 2), min(n, hi // 2 + 1)  # input rows that make output rows lo:hi complete
-        y = torch.relu_(F.conv_transpose2d(self._up_rows(x, ups[:-1], i0, i1), up.w, up.b, up.stride,
-                                           up.padding, up.output_padding))
+        y = conv_transpose2d_relu(self._up_rows(x, ups[:-1], i0, i1), up.w, up.b, up.stride[0], up.padding[0],
+                                  up.output_padding[0])
         return y[..., lo - 2 * i0: hi - 2 * i0, :]
 
     def _tail(self, x: torch.Tensor) -> torch.Tensor:
@@ -499,7 +531,7 @@ class FastGenerator(nn.Module):
         for d in self.down[HEAD_LEVELS:]:
             x = d(x)
         # without the padded copy of its input (256 MB at a 2048x2048 input in float32: the peak)
-        y = torch.relu_(conv2d_reflect(x, self.split_conv.weight, self.split_conv.bias, 2, self.split_pad))
+        y = conv2d_reflect(x, self.split_conv.weight, self.split_conv.bias, 2, self.split_pad, relu=True)
         del x
         x = y.permute(0, 2, 3, 1)  # [B, H, W, C], local channels first: a view
         ws = Workspace(x.dtype, x.device)

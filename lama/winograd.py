@@ -65,7 +65,7 @@ def filter_transform(weight: torch.Tensor) -> torch.Tensor:
 
 
 class Workspace:
-    """Named buffers reused across bands and layers.
+    """Named buffers reused across bands and layers, and values made once per forward pass (:meth:`memo`).
 
     A fresh tensor of more than a few MB is fresh memory from the OS, and its first touch costs a
     page fault per 4 KB page: at 2048x2048 that was a fifth of the run time. Reusing buffers also
@@ -75,6 +75,7 @@ class Workspace:
     def __init__(self, dtype: torch.dtype, device: torch.device | str):
         self.dtype, self.device = dtype, device
         self._bufs: dict[str, torch.Tensor] = {}
+        self._memo: dict[object, object] = {}
 
     def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype | None = None) -> torch.Tensor:
         dtype = dtype or self.dtype
@@ -83,6 +84,12 @@ class Workspace:
         if buf is None or buf.numel() < n or buf.dtype != dtype:
             buf = self._bufs[name] = torch.empty(n, dtype=dtype, device=self.device)
         return buf[:n].view(shape)
+
+    def memo(self, key: object, make):
+        """``make()``, computed once per workspace (one forward pass), e.g. the DFT matrices of a map size."""
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
 
 
 def fill_slab(x: torch.Tensor, slab: torch.Tensor, top: int) -> None:

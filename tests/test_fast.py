@@ -92,6 +92,30 @@ def test_reflect_padded_conv_without_the_padded_copy(h, w, k, stride, pad):
     assert out.shape == ref.shape and (out - ref).abs().max() <= 1e-10
 
 
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_convolutions_with_relu_equal_convolution_then_relu(fused, dtype, monkeypatch):
+    """The head's and tail's ReLUs inside oneDNN's convolutions (or after them, where the fused ops are missing)."""
+    import torch.nn.functional as F
+
+    import lama.fast
+    from lama.fast import conv2d_reflect, conv_transpose2d_relu
+
+    monkeypatch.setattr("lama.fast._HAS_POINTWISE", fused and lama.fast._HAS_POINTWISE)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 8, 21, 20, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+    wt, b = torch.randn(16, 8, 3, 3, generator=g).to(dtype), torch.randn(16, generator=g).to(dtype)
+    tol = 1e-4 if dtype == torch.float32 else 0.1  # bf16: a few units in the last place of values up to ~20
+    for stride in (1, 2):
+        ref = torch.relu(F.conv2d(F.pad(x.double(), (1,) * 4, mode="reflect"), wt.double(), b.double(), stride))
+        out = conv2d_reflect(x, wt, b, stride, 1, relu=True)
+        assert out.shape == ref.shape and (out.double() - ref).abs().max() <= tol
+    wt_t = torch.randn(8, 16, 3, 3, generator=g).to(dtype)
+    ref = torch.relu(F.conv_transpose2d(x.double(), wt_t.double(), b.double(), 2, 1, 1))
+    out = conv_transpose2d_relu(x, wt_t, b, 2, 1, 1)
+    assert out.shape == ref.shape and (out.double() - ref).abs().max() <= tol
+
+
 @pytest.mark.parametrize("out_block", [4, 3])  # 3 does not divide the widths: the plain conv runs instead
 def test_output_conv_in_column_blocks(small, out_block, monkeypatch):
     fast = FastGenerator(small)
