@@ -176,6 +176,7 @@ class DirectKernel(nn.Module):
     read the local channels, so they run as one convolution; g2l adds into its local half."""
 
     name = "direct"
+    in_place = False  # returns a new map; writes into no given buffer
 
     def __init__(self, w_l2l: torch.Tensor, w_g2l: torch.Tensor, w_l2g: torch.Tensor, b_l: torch.Tensor,
                  b_g: torch.Tensor):
@@ -201,6 +202,7 @@ class WinogradKernel(nn.Module):
     over the local channels."""
 
     name = "winograd"
+    in_place = True  # writes into a given buffer, which may be its input
 
     def __init__(self, w_l2l: torch.Tensor, w_g2l: torch.Tensor, w_l2g: torch.Tensor, b_l: torch.Tensor,
                  b_g: torch.Tensor):
@@ -410,7 +412,10 @@ class _UpBNReLU(nn.Module):
 class FastGenerator(nn.Module):
     """The generator's function with the rearrangements above; build with ``FastGenerator(gen)``."""
 
-    def __init__(self, gen: FFCResNetGenerator, kernel: str | None = None):
+    def __init__(self, gen: FFCResNetGenerator, kernel: str | None = None, dtype: torch.dtype | None = None):
+        """``dtype``: the dtype to run in. Each resnet block is converted as soon as it is built (its BatchNorms
+        folded in float32 first), so the float32 Winograd filters of all blocks (600 MB for Big LaMa) never
+        exist at once: the load's peak memory in bfloat16."""
         super().__init__()
         if not supports(gen):
             raise ValueError("FastGenerator rebuilds the published LaMa structure only; use the generator itself")
@@ -435,7 +440,7 @@ class FastGenerator(nn.Module):
         self.split_pad = last.ffc.convl2l.padding[0]
         self.n_l = w_l.shape[0]
         self.kernel = kernel
-        self.blocks = nn.ModuleList(FastBlock(m, kernel) for m in layers if isinstance(m, FFCResnetBlock))
+        self.blocks = nn.ModuleList(FastBlock(m, kernel).to(dtype) for m in layers if isinstance(m, FFCResnetBlock))
         ups = [m for m in layers if isinstance(m, nn.ConvTranspose2d)]
         bns = [layers[layers.index(u) + 1] for u in ups]
         self.up = nn.ModuleList(_UpBNReLU(u, bn) for u, bn in zip(ups, bns, strict=True))
@@ -447,7 +452,7 @@ class FastGenerator(nn.Module):
             self.out_block_b = nn.Parameter(bias.repeat(OUT_BLOCK), requires_grad=False)
         self.out_act = layers[-1] if isinstance(layers[-1], nn.Sigmoid | nn.Tanh) else nn.Identity()
         self.requires_grad_(False)
-        self.to(memory_format=CL)
+        self.to(dtype=dtype, memory_format=CL)
 
     def extra_repr(self) -> str:
         return f"kernel={self.kernel}"
@@ -535,7 +540,7 @@ class FastGenerator(nn.Module):
         del x
         x = y.permute(0, 2, 3, 1)  # [B, H, W, C], local channels first: a view
         ws = Workspace(x.dtype, x.device)
-        spare = [torch.empty_like(x) if self.kernel == "winograd" else None]
+        spare = [torch.empty_like(x) if KERNELS[self.kernel].in_place else None]
         for block in self.blocks:
             x = block(x, spare, ws)
         del spare, ws

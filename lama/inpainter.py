@@ -134,7 +134,7 @@ class Inpainter:
                 from .kernel_choice import choose_kernel
 
                 kernel = choose_kernel(generator, self.dtype, self.device)
-                self.fast = FastGenerator(generator, kernel=kernel).to(self.device, self.dtype)
+                self.fast = FastGenerator(generator, kernel=kernel, dtype=self.dtype).to(self.device)
         self.generator = generator.to(self.device, self.dtype)
 
     def __repr__(self) -> str:

@@ -91,3 +91,14 @@ def test_a_real_measurement_picks_one_of_the_kernels_and_both_compute_the_same(s
     ref = small(x)
     for kernel in kc.KERNELS:
         assert (FastGenerator(small, kernel=kernel)(x) - ref).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("kernel", ["winograd", "direct"])
+def test_measuring_times_one_block_not_a_second_generator(small, kernel, monkeypatch):
+    """A whole second fast generator per kernel raised the first load's peak memory by ~300 MB (Big LaMa, bf16)."""
+    def no_generator(*args, **kwargs):
+        raise AssertionError("the measurement built a whole fast generator")
+
+    monkeypatch.setattr("lama.fast.FastGenerator.__init__", no_generator)
+    for dtype in (torch.float32, torch.bfloat16):
+        assert 0 < kc._seconds(small, kernel, dtype) < 10
