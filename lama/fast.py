@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import native
 from .dft import dft_matrices
 from .ffc import FFC_BN_ACT, FFCResnetBlock, SpectralTransform
 from .generator import FFCResNetGenerator
@@ -40,6 +41,18 @@ OUT_BLOCK = 4  # columns per block in the output conv (see _space_to_depth_weigh
 # (no float32 round trip), in float32 only at the 512x512 input's bottleneck (measured on an AMX Xeon). float16
 # (CUDA) keeps its FFTs in float32: a float16 spectrum can overflow, and no GPU has measured the products.
 DFT_MAX_SIDE = {torch.float32: 64, torch.bfloat16: 256}
+
+
+def relu_add(y: torch.Tensor, x: torch.Tensor | None) -> None:
+    """``y = relu(y) + x`` in place (``x`` None: ReLU only) on ``[rows, C]`` views: one compiled pass
+    (:mod:`lama.native`) where it runs, else two."""
+    lib = native.library() if native.supports(*((y,) if x is None else (y, x))) else None
+    if lib is not None and y.stride(1) == 1 and (x is None or x.stride(1) == 1):
+        native.relu_add(lib, y, x)
+        return
+    torch.relu_(y)
+    if x is not None:
+        y.add_(x)
 
 
 def fold_batchnorm(weight: torch.Tensor, bn: nn.BatchNorm2d, out_dim: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -186,13 +199,17 @@ class DirectKernel(nn.Module):
         self.register_buffer("b_local", torch.cat([b_l, b_g]))
         self.register_buffer("w_g2l", w_g2l.contiguous(memory_format=CL))
 
-    def forward(self, x: torch.Tensor, out: torch.Tensor | None, ws: Workspace) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, out: torch.Tensor | None, ws: Workspace,
+                residual: torch.Tensor | None = None) -> torch.Tensor:
         """``x``: ``[B, H, W, C]``, local channels first. Returns ``[B, H, W, C]``: local channels
-        ``relu(l2l + g2l + b_l)``, global ones ``l2g + b_g`` (a new tensor; ``out`` is not used)."""
+        ``relu(l2l + g2l + b_l)`` (plus ``residual``'s, if given), global ones ``l2g + b_g`` (a new tensor; ``out``
+        is not used)."""
         n_l, xc = self.n_l, x.permute(0, 3, 1, 2)
         y = F.conv2d(F.pad(xc[:, :n_l], (1, 1, 1, 1), mode="reflect"), self.w_local, self.b_local)
         y_l = y[:, :n_l]
         torch.relu_(y_l.add_(F.conv2d(F.pad(xc[:, n_l:], (1, 1, 1, 1), mode="reflect"), self.w_g2l)))
+        if residual is not None:
+            y_l.add_(residual.permute(0, 3, 1, 2)[:, :n_l])
         return y.permute(0, 2, 3, 1)
 
 
@@ -213,7 +230,8 @@ class WinogradKernel(nn.Module):
         self.register_buffer("b_local", b_l)
         self.register_buffer("b_global", b_g)
 
-    def forward(self, x: torch.Tensor, out: torch.Tensor, ws: Workspace) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, out: torch.Tensor, ws: Workspace,
+                residual: torch.Tensor | None = None) -> torch.Tensor:
         """As :meth:`DirectKernel.forward`, written into ``out`` (contiguous ``[B, H, W, C]``), which may be ``x``
         itself: band by band, each band's input read before its output is written, and the one input row
         the next band needs from this band saved first."""
@@ -233,11 +251,15 @@ class WinogradKernel(nn.Module):
             m_l = torch.bmm(v, self.u_local, out=ws.get("m_local", (v.shape[0], v.shape[1], n_l)))
             m_g = torch.bmm(v[..., :n_l], self.u_l2g, out=ws.get("m_global", (v.shape[0], v.shape[1], c - n_l)))
             dst = out[:, M * r0: M * r1].view(b, tr, M, tw, M, c) if whole else ws.get("dst", (b, tr, M, tw, M, c))
-            output_tiles(m_l, dst[..., :n_l], ws, self.b_local, relu=True)
+            res = residual[:, M * r0: M * r1].view(b, tr, M, tw, M, c)[..., :n_l] if whole and residual is not None \
+                else None
+            output_tiles(m_l, dst[..., :n_l], ws, self.b_local, relu=True, residual=res)
             output_tiles(m_g, dst[..., n_l:], ws, self.b_global)
             if not whole:
                 rows = min(h, M * r1) - M * r0
                 out[:, M * r0: M * r0 + rows] = dst.view(b, M * tr, M * tw, c)[:, :rows, :w]
+                if residual is not None:
+                    out[:, M * r0: M * r0 + rows, :, :n_l] += residual[:, M * r0: M * r0 + rows, :, :n_l]
         return out
 
 
@@ -293,10 +315,12 @@ class FastSpectral(nn.Module):
         s = ws.get("s", (x_g.shape[0], self.w1.shape[0]))
         return torch.relu_(torch.addmm(self.b1, x_g, self.w1.t(), out=s))
 
-    def forward(self, s: torch.Tensor, out_g: torch.Tensor, bhw: tuple[int, int, int], ws: Workspace) -> None:
-        """``out_g = relu(out_g + w2 (s + FU(s)))``; ``out_g`` a ``[B H W, C]`` view, updated in place."""
+    def forward(self, s: torch.Tensor, out_g: torch.Tensor, bhw: tuple[int, int, int], ws: Workspace,
+                residual_g: torch.Tensor | None = None) -> None:
+        """``out_g = relu(out_g + w2 (s + FU(s))) (+ residual_g)``; ``out_g`` a ``[B H W, C]`` view, updated in
+        place."""
         (self._fourier_dft if self.use_dft(*bhw[1:]) else self._fourier_fft)(s, bhw, ws)
-        torch.relu_(out_g.addmm_(s, self.w2.t()))
+        relu_add(out_g.addmm_(s, self.w2.t()), residual_g)
 
     def _fourier_fft(self, s: torch.Tensor, bhw: tuple[int, int, int], ws: Workspace) -> None:
         """``s += FU(s)`` with pocketfft in float32 on channel groups (their internal temporaries then stay
@@ -356,14 +380,17 @@ class FastFFC(nn.Module):
         self.conv = KERNELS[kernel](w_l2l, w_g2l, w_l2g, b_l, b_g)
         self.spectral = FastSpectral(f.convg2g, layer.bn_g)
 
-    def forward(self, x: torch.Tensor, out: torch.Tensor | None, ws: Workspace) -> torch.Tensor:
-        """``x``: ``[B, H, W, C]``; the result is written into ``out`` (which may be ``x`` itself) by kernels
-        that take one, else returned as a new tensor."""
+    def forward(self, x: torch.Tensor, out: torch.Tensor | None, ws: Workspace,
+                residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``x``: ``[B, H, W, C]``; the result (plus ``residual``, if given: a resnet block's input, added in the
+        passes that write the output) is written into ``out`` (which may be ``x`` itself) by kernels that take
+        one, else returned as a new tensor."""
         b, h, w, c = x.shape
         n_l = self.conv.n_l
         s = self.spectral.reduce(x.reshape(-1, c)[:, n_l:], ws)
-        y = self.conv(x, out, ws)
-        self.spectral(s, y.view(-1, c)[:, n_l:], (b, h, w), ws)
+        y = self.conv(x, out, ws, residual)
+        res_g = None if residual is None else residual.reshape(-1, c)[:, n_l:]
+        self.spectral(s, y.view(-1, c)[:, n_l:], (b, h, w), ws, res_g)
         return y
 
 
@@ -377,7 +404,7 @@ class FastBlock(nn.Module):
         layer, whose output the second layer then overwrites in place: two maps alive, not three (128 MB at
         a 2048x2048 input in float32). ``x`` becomes the next block's spare."""
         t = self.conv1(x, spare[0], ws)
-        y = self.conv2(t, t if spare[0] is not None else None, ws).add_(x)
+        y = self.conv2(t, t if spare[0] is not None else None, ws, residual=x)
         if spare[0] is not None:
             spare[0] = x
         return y

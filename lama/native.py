@@ -95,8 +95,9 @@ def _load(path: Path) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
     p, i, n = ctypes.c_void_p, ctypes.c_int, ctypes.c_long
     lib.lama_winograd_input.argtypes = [p, p, p, i, n, n, n, n, n, n, n, i]
-    lib.lama_winograd_output.argtypes = [p, p, p, i, i, n, n, n, n, n, n, n, n, n, i]
-    lib.lama_winograd_input.restype = lib.lama_winograd_output.restype = None
+    lib.lama_winograd_output.argtypes = [p, p, p, p, i, i, n, n, n, n, n, n, n, n, n, i]
+    lib.lama_relu_add.argtypes = [p, p, n, n, n, n, i, i]
+    lib.lama_winograd_input.restype = lib.lama_winograd_output.restype = lib.lama_relu_add.restype = None
     return lib
 
 
@@ -122,16 +123,30 @@ def input_tiles(lib: ctypes.CDLL, x: torch.Tensor, v: torch.Tensor, top: int, tr
                             b, h, w, c, top, tr, tw, torch.get_num_threads())
 
 
-def output_tiles(lib: ctypes.CDLL, m: torch.Tensor, dst: torch.Tensor, bias: torch.Tensor | None, relu: bool) -> None:
+def output_tiles(lib: ctypes.CDLL, m: torch.Tensor, dst: torch.Tensor, bias: torch.Tensor | None, relu: bool,
+                 residual: torch.Tensor | None = None) -> None:
     """``dst`` [B, tr, 4, tw, 4, C] (any strides, channels contiguous) <- output pixels of products ``m``
-    [36, B tr tw, C] (contiguous), plus ``bias`` [C], then ReLU if asked."""
+    [36, B tr tw, C] (contiguous), plus ``bias`` [C], then ReLU if asked, then plus ``residual`` (a view with
+    ``dst``'s shape and strides)."""
     b, tr, _, tw, _, c = dst.shape
-    parts = (m, dst) if bias is None else (m, dst, bias)
+    parts = [m, dst] + [t for t in (bias, residual) if t is not None]
     if not (supports(*parts) and m.is_contiguous() and dst.stride(-1) == 1 and dst.shape[2] == dst.shape[4] == 4
             and tuple(m.shape) == (36, b * tr * tw, c) and (bias is None or (bias.is_contiguous()
-                                                                          and tuple(bias.shape) == (c,)))):
+                                                                          and tuple(bias.shape) == (c,)))
+            and (residual is None or (residual.shape == dst.shape and residual.stride() == dst.stride()))):
         raise ValueError(f"Winograd output transform: products {tuple(m.shape)} and pixels {tuple(dst.shape)} "
                          "do not fit")
     sb, sr, sp, sq, ss, _ = dst.stride()
     lib.lama_winograd_output(m.data_ptr(), dst.data_ptr(), None if bias is None else bias.data_ptr(),
-                             DTYPES[m.dtype], int(relu), b, tr, tw, c, sb, sr, sp, sq, ss, torch.get_num_threads())
+                             None if residual is None else residual.data_ptr(), DTYPES[m.dtype], int(relu), b, tr,
+                             tw, c, sb, sr, sp, sq, ss, torch.get_num_threads())
+
+
+def relu_add(lib: ctypes.CDLL, y: torch.Tensor, x: torch.Tensor | None) -> None:
+    """``y = relu(y) + x`` in place (``x`` None: just the ReLU), on 2-D views whose rows are contiguous."""
+    parts = (y,) if x is None else (y, x)
+    if not (supports(*parts) and y.dim() == 2 and y.stride(1) == 1
+            and (x is None or (x.shape == y.shape and x.stride(1) == 1))):
+        raise ValueError(f"relu_add: {tuple(y.shape)} and {None if x is None else tuple(x.shape)} do not fit")
+    lib.lama_relu_add(y.data_ptr(), None if x is None else x.data_ptr(), y.shape[0], y.shape[1], y.stride(0),
+                      0 if x is None else x.stride(0), DTYPES[y.dtype], torch.get_num_threads())

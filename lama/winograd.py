@@ -156,14 +156,16 @@ def band_tiles(x: torch.Tensor, top: int, tr: int, ws: Workspace, halo: torch.Te
 
 
 def output_tiles(m: torch.Tensor, dst: torch.Tensor, ws: Workspace, bias: torch.Tensor | None = None,
-                 relu: bool = False) -> None:
+                 relu: bool = False, residual: torch.Tensor | None = None) -> None:
     """Write ``[36, T, C]`` products as output pixels into ``dst``, a ``[B, tr, 4, tw, 4, C]`` view, adding
-    ``bias`` and applying ReLU if asked: compiled in one pass (:mod:`lama.native`), or one matrix product with
-    ``AT ⊗ AT`` and one pass that scatters the 4x4 tiles (and applies ReLU)."""
+    ``bias``, applying ReLU if asked, then adding ``residual`` (a view like ``dst``): compiled in one pass
+    (:mod:`lama.native`), or one matrix product with ``AT ⊗ AT`` and one pass that scatters the 4x4 tiles (and
+    applies ReLU), and one more for the residual."""
     b, tr, _, tw, _, c = dst.shape
     lib = native.library() if native.supports(m, dst) else None
-    if lib is not None and m.is_contiguous() and dst.stride(-1) == 1:
-        native.output_tiles(lib, m, dst, None if bias is None else bias.contiguous(), relu)
+    if lib is not None and m.is_contiguous() and dst.stride(-1) == 1 and (
+            residual is None or residual.stride() == dst.stride()):
+        native.output_tiles(lib, m, dst, None if bias is None else bias.contiguous(), relu, residual)
         return
     if bias is not None:
         m[BIAS].add_(bias)  # AT's column for the point 1 is all ones: the bias reaches each pixel once
@@ -174,3 +176,5 @@ def output_tiles(m: torch.Tensor, dst: torch.Tensor, ws: Workspace, bias: torch.
         torch.clamp_min(pixels, 0, out=dst)
     else:
         dst.copy_(pixels)
+    if residual is not None:
+        dst.add_(residual)

@@ -91,6 +91,7 @@ typedef struct {
     void *dst;
     const void *bias;
     const void *halo;
+    const void *res; /* output: added after the ReLU, same strides as dst */
     int bf16, relu;
     long tr, tw, c, h, w, top, halo_row; /* input: map and band geometry */
     long t_all, sb, sr, sp, sq, ss; /* output: tile count and dst strides */
@@ -139,7 +140,7 @@ static void *input_job(void *arg) {
 
 static void *output_job(void *arg) {
     const job *j = arg;
-    float m[36][CB] = {{0}}, t[24][CB], y[16][CB], bias[CB] = {0};
+    float m[36][CB] = {{0}}, t[24][CB], y[16][CB], bias[CB] = {0}, rs[CB];
     long tiles = j->tr * j->tw;
     for (long t_ = j->t0; t_ < j->t1; t_++) {
         long b = t_ / tiles, r = t_ % tiles / j->tw, q = t_ % j->tw;
@@ -157,6 +158,11 @@ static void *output_job(void *arg) {
             if (j->relu)
                 for (int k = 0; k < 16; k++)
                     for (int c = 0; c < CB; c++) y[k][c] = y[k][c] > 0 ? y[k][c] : 0;
+            if (j->res)
+                for (int k = 0; k < 16; k++) {
+                    load(j->res, base + (k / 4) * j->sp + (k % 4) * j->ss + c0, j->bf16, rs, n);
+                    for (int c = 0; c < n; c++) y[k][c] += rs[c];
+                }
             for (int k = 0; k < 16; k++)
                 store(j->dst, base + (k / 4) * j->sp + (k % 4) * j->ss + c0, j->bf16, y[k], n);
         }
@@ -189,10 +195,37 @@ void lama_winograd_input(const void *x, const void *halo, void *v, int bf16, lon
     run(&j, input_job, threads);
 }
 
-void lama_winograd_output(const void *m, void *dst, const void *bias, int bf16, int relu, long b, long tr, long tw,
-                         long c, long sb, long sr, long sp, long sq, long ss, int threads) {
+void lama_winograd_output(const void *m, void *dst, const void *bias, const void *res, int bf16, int relu, long b,
+                          long tr, long tw, long c, long sb, long sr, long sp, long sq, long ss, int threads) {
     job j = {0};
-    j.src = m, j.dst = dst, j.bias = bias, j.bf16 = bf16, j.relu = relu, j.tr = tr, j.tw = tw, j.c = c;
+    j.src = m, j.dst = dst, j.bias = bias, j.res = res, j.bf16 = bf16, j.relu = relu, j.tr = tr, j.tw = tw, j.c = c;
     j.t_all = b * tr * tw, j.sb = sb, j.sr = sr, j.sp = sp, j.sq = sq, j.ss = ss;
     run(&j, output_job, threads);
+}
+
+/* y = relu(y) + x (x optional) on `rows` rows of `cols` values, row strides ys and xs: the end of a resnet block's
+   spectral path and its residual, in one pass. Rows split over the threads as above. */
+typedef struct {
+    void *y;
+    const void *x;
+    long rows, cols, ys, xs;
+    int bf16, threads;
+} relu_add_job;
+
+void lama_relu_add(void *y, const void *x, long rows, long cols, long ys, long xs, int bf16, int threads) {
+    relu_add_job j = {y, x, rows, cols, ys, xs, bf16, threads < 1 ? 1 : threads};
+#pragma omp parallel for num_threads(j.threads) schedule(static)
+    for (long r = 0; r < j.rows; r++) {
+        float a[CB], b[CB];
+        for (long c0 = 0; c0 < j.cols; c0 += CB) {
+            int n = j.cols - c0 < CB ? (int)(j.cols - c0) : CB;
+            load(j.y, r * j.ys + c0, j.bf16, a, n);
+            for (int c = 0; c < n; c++) a[c] = a[c] > 0 ? a[c] : 0;
+            if (j.x) {
+                load(j.x, r * j.xs + c0, j.bf16, b, n);
+                for (int c = 0; c < n; c++) a[c] += b[c];
+            }
+            store(j.y, r * j.ys + c0, j.bf16, a, n);
+        }
+    }
 }

@@ -23,15 +23,17 @@ def fresh(tmp_path, monkeypatch):
     native.reset()
 
 
-def _transforms(x, top, tr, halo, m, bias, relu, compiled, monkeypatch):
-    """Input tiles of a band of ``x`` and output pixels of products ``m`` into a strided channel slice."""
+def _transforms(x, top, tr, halo, m, bias, relu, compiled, monkeypatch, residual=None):
+    """Input tiles of a band of ``x`` and output pixels of products ``m`` into a strided channel slice (plus the
+    same slice of ``residual``, if given)."""
     monkeypatch.setenv("LAMA_NATIVE", "1" if compiled else "0")
     ws = Workspace(x.dtype, "cpu")
     v = winograd.band_tiles(x, top, tr, ws, halo).clone()
     b, _, w, c = x.shape
     tw = -(-w // 4)
     out = torch.full((b, tr, 4, tw, 4, c + 2), float("nan"), dtype=m.dtype)
-    winograd.output_tiles(m.clone(), out[..., 1: 1 + c], ws, bias, relu=relu)
+    res = None if residual is None else residual.to(m.dtype)[..., 1: 1 + c]
+    winograd.output_tiles(m.clone(), out[..., 1: 1 + c], ws, bias, relu=relu, residual=res)
     return v, out
 
 
@@ -42,17 +44,19 @@ def _transforms(x, top, tr, halo, m, bias, relu, compiled, monkeypatch):
 @pytest.mark.parametrize(("b", "h", "w", "c", "top", "tr", "halo"), [
     (1, 12, 20, 70, -1, 3, False), (2, 16, 16, 128, 3, 2, True), (1, 13, 18, 3, -1, 4, False),
     (1, 9, 7, 16, 7, 1, True), (2, 2, 5, 8, -1, 1, False), (1, 14, 6, 64, 11, 1, True)])
-@pytest.mark.parametrize("relu", [False, True])
-def test_compiled_transforms_equal_the_float64_ones(dtype, b, h, w, c, top, tr, halo, relu, monkeypatch):
+@pytest.mark.parametrize(("relu", "residual"), [(False, False), (True, False), (True, True)])
+def test_compiled_transforms_equal_the_float64_ones(dtype, b, h, w, c, top, tr, halo, relu, residual, monkeypatch):
     assert native.library() is not None  # a machine with a compiler must build it
     gen = torch.Generator().manual_seed(c)
     tw = -(-w // 4)
     x, m, bias, halo = (torch.randn(shape, generator=gen).to(dtype)
                         for shape in ((b, h, w, c), (36, b * tr * tw, c), (c,), (b, w, c) if halo else (0,)))
     halo = halo if halo.numel() else None
+    # the residual added after the ReLU: a resnet block's input (values about 1), a view with the output's strides
+    res = torch.randn(b, tr, 4, tw, 4, c + 2, generator=gen).to(dtype) if residual else None
     ref_v, ref_out = _transforms(x.double(), top, tr, None if halo is None else halo.double(), m.double(),
-                                 bias.double(), relu, False, monkeypatch)
-    results = {compiled: _transforms(x, top, tr, halo, m, bias, relu, compiled, monkeypatch)
+                                 bias.double(), relu, False, monkeypatch, None if res is None else res.double())
+    results = {compiled: _transforms(x, top, tr, halo, m, bias, relu, compiled, monkeypatch, res)
                for compiled in (True, False)}
     for compiled, (v, out) in results.items():
         # the values reach about 60 (input) and 150 (output): float32 keeps ~1e-5 of that, bfloat16 one rounding
@@ -140,3 +144,22 @@ def test_the_source_ships_with_the_package():
 
     config = tomllib.loads((native.SOURCE.parents[1] / "pyproject.toml").read_text())
     assert native.SOURCE.name in config["tool"]["setuptools"]["package-data"]["lama"]
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("compiled", [True, False])
+def test_relu_then_residual_in_one_pass(dtype, residual, compiled, monkeypatch):
+    """``relu(y) + x`` on strided row views (a resnet block's global channels), compiled or in PyTorch."""
+    from lama.fast import relu_add
+
+    monkeypatch.setenv("LAMA_NATIVE", "1" if compiled else "0")
+    gen = torch.Generator().manual_seed(1)
+    y_full, x_full = (torch.randn(50, 96, generator=gen).to(dtype) for _ in range(2))
+    y, x = y_full[:, 20:], x_full[:, 20:] if residual else None
+    ref = torch.relu(y.double()) + (x.double() if residual else 0)
+    untouched = y_full[:, :20].clone()
+    relu_add(y, x)
+    tol = 1e-6 if dtype == torch.float32 else 0.02  # bf16: one rounding of values up to ~4
+    assert (y.double() - ref).abs().max() <= tol and torch.equal(y_full[:, :20], untouched)
