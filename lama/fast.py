@@ -239,7 +239,7 @@ class WinogradKernel(nn.Module):
         n_l = self.n_l
         th, tw = -(-h // M), -(-w // M)
         whole = h % M == 0 and w % M == 0  # whole tiles: outputs go straight into ``out``
-        step = max(1, TILES_PER_BAND // (b * tw))
+        step = max(1, TILES_PER_BAND // (2 if x.dtype == torch.float32 else 1) // (b * tw))
         in_place = out.data_ptr() == x.data_ptr()
         for r0 in range(0, th, step):
             r1 = min(th, r0 + step)
