@@ -169,8 +169,8 @@ def test_fourier_units_by_dft_products_equal_the_fft_ones(small, h, w, monkeypat
 def test_dft_products_on_small_maps_only(small):
     spectral = FastGenerator(small).to(torch.bfloat16).blocks[0].conv1.spectral
     assert spectral.use_dft(64, 64) and spectral.use_dft(256, 256) and not spectral.use_dft(1024, 64)
-    spectral = FastGenerator(small).blocks[0].conv1.spectral  # float32: pocketfft above 64
-    assert spectral.use_dft(64, 64) and not spectral.use_dft(128, 128)
+    spectral = FastGenerator(small).blocks[0].conv1.spectral  # float32: pocketfft above 128
+    assert spectral.use_dft(128, 128) and not spectral.use_dft(256, 256)
 
 
 def test_reflect_padded_conv_in_bfloat16_has_no_nans():
