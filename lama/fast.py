@@ -250,10 +250,7 @@ class WinogradKernel(nn.Module):
             if in_place and r1 < th:
                 ws.get("halo", (b, w, c)).copy_(x[:, M * r1 - 1])  # after this band's tiles have read the last one
             m_l = torch.bmm(v, self.u_local, out=ws.get("m_local", (v.shape[0], v.shape[1], n_l)))
-            # the local channels' tiles copied out first: a product reading them strided took longer than the copy
-            # and a contiguous product together in bf16 (0.77 against 0.62 ms at 512x512)
-            v_l = ws.get("v_local", (v.shape[0], v.shape[1], n_l)).copy_(v[..., :n_l])
-            m_g = torch.bmm(v_l, self.u_l2g, out=ws.get("m_global", (v.shape[0], v.shape[1], c - n_l)))
+            m_g = torch.bmm(v[..., :n_l], self.u_l2g, out=ws.get("m_global", (v.shape[0], v.shape[1], c - n_l)))
             dst = out[:, M * r0: M * r1].view(b, tr, M, tw, M, c) if whole else ws.get("dst", (b, tr, M, tw, M, c))
             res = residual[:, M * r0: M * r1].view(b, tr, M, tw, M, c)[..., :n_l] if whole and residual is not None \
                 else None
