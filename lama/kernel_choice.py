@@ -24,8 +24,11 @@ import torch
 from . import native
 from .errors import LamaError
 from .fast import KERNELS as FAST_KERNELS
+from .fast import FastBlock
+from .ffc import FFCResnetBlock
 from .io import atomic_write
 from .machine import cache_dir, cpu_model
+from .winograd import Workspace
 
 KERNELS = tuple(FAST_KERNELS)
 ENV_KERNEL = "LAMA_FAST_KERNEL"
@@ -59,19 +62,15 @@ def _seconds(gen: torch.nn.Module, kernel: str, dtype: torch.dtype, repeats: int
     """Best time of the generator's first resnet block, rebuilt with ``kernel``, on a ``MEASURE_MAP`` map: the
     kernels differ only there, and one block costs a few MB where a whole second fast generator cost ~300 MB
     at load time."""
-    from .fast import KERNELS as kernels
-    from .fast import FastBlock
-    from .ffc import FFCResnetBlock
-    from .winograd import Workspace
-
-    block = FastBlock(next(m for m in gen.modules() if isinstance(m, FFCResnetBlock)), kernel).to(dtype)
-    c = block.conv1.spectral.w1.shape[1] + block.conv1.conv.n_l
+    ref = next(m for m in gen.modules() if isinstance(m, FFCResnetBlock))
+    block = FastBlock(ref, kernel).to(dtype)
+    c = ref.conv1.ffc.convl2l.in_channels + ref.conv1.ffc.convg2l.in_channels  # local + global
     x0 = torch.rand(1, MEASURE_MAP, MEASURE_MAP, c, generator=torch.Generator().manual_seed(0)).to(dtype)
     ws = Workspace(dtype, "cpu")
     best = float("inf")
     with torch.inference_mode():
         for i in range(repeats + 1):  # the first is a warm-up: allocations, oneDNN primitive creation
-            x, spare = x0.clone(), [torch.empty_like(x0) if kernels[kernel].in_place else None]
+            x, spare = x0.clone(), [torch.empty_like(x0) if FAST_KERNELS[kernel].in_place else None]
             start = time.perf_counter()
             block(x, spare, ws)
             if i:

@@ -48,7 +48,7 @@ A = M + R - 1  # input tile
 BIAS = 1 * A + 1
 # Transformed tiles of one band in bfloat16: 36 x 256 x 512 channels = 9.4 MB. float32 bands hold half as many
 # tiles, the same bytes (4% faster at 512x512 and 1024x1024 on an AMX Xeon than 256 tiles). Fewer bf16 tiles were
-# slower (each product repacks its weights for the matrix units: 128 tiles took 18% longer at 512x512).
+# slower (128 tiles took 18% longer at 512x512: smaller products, each reading all the layer's filters).
 TILES_PER_BAND = 256
 
 

@@ -204,28 +204,20 @@ void lama_winograd_output(const void *m, void *dst, const void *bias, const void
 }
 
 /* y = relu(y) + x (x optional) on `rows` rows of `cols` values, row strides ys and xs: the end of a resnet block's
-   spectral path and its residual, in one pass. Rows split over the threads as above. */
-typedef struct {
-    void *y;
-    const void *x;
-    long rows, cols, ys, xs;
-    int bf16, threads;
-} relu_add_job;
-
+   spectral path and its residual, in one pass, rows split over PyTorch's OpenMP threads. */
 void lama_relu_add(void *y, const void *x, long rows, long cols, long ys, long xs, int bf16, int threads) {
-    relu_add_job j = {y, x, rows, cols, ys, xs, bf16, threads < 1 ? 1 : threads};
-#pragma omp parallel for num_threads(j.threads) schedule(static)
-    for (long r = 0; r < j.rows; r++) {
+#pragma omp parallel for num_threads(threads < 1 ? 1 : threads) schedule(static)
+    for (long r = 0; r < rows; r++) {
         float a[CB], b[CB];
-        for (long c0 = 0; c0 < j.cols; c0 += CB) {
-            int n = j.cols - c0 < CB ? (int)(j.cols - c0) : CB;
-            load(j.y, r * j.ys + c0, j.bf16, a, n);
+        for (long c0 = 0; c0 < cols; c0 += CB) {
+            int n = cols - c0 < CB ? (int)(cols - c0) : CB;
+            load(y, r * ys + c0, bf16, a, n);
             for (int c = 0; c < n; c++) a[c] = a[c] > 0 ? a[c] : 0;
-            if (j.x) {
-                load(j.x, r * j.xs + c0, j.bf16, b, n);
+            if (x) {
+                load(x, r * xs + c0, bf16, b, n);
                 for (int c = 0; c < n; c++) a[c] += b[c];
             }
-            store(j.y, r * j.ys + c0, j.bf16, a, n);
+            store(y, r * ys + c0, bf16, a, n);
         }
     }
 }
