@@ -126,9 +126,13 @@ def _gflop(model, img, mask) -> float:
 
 
 def child_time(weights: str, size: int, repeats: int, out: str, photo: str | None, peers: bool) -> None:
-    """Alternate the variants (and peers) on one size; write medians and accuracy."""
+    """Alternate the variants (and peers) on one size; write medians and accuracy. Every variant runs with the
+    fast path's malloc setting (:mod:`lama.heap`), which is process-wide once set: the same allocator for all."""
+    from .heap import keep_freed_memory
     from .inpainter import load_model, pad_to_modulo
     from .kernel_choice import KERNELS
+
+    keep_freed_memory()
 
     models = {"reference fp32": load_model(weights, fast=False)}
     for dtype, short in SHORT.items():
@@ -178,7 +182,10 @@ def child_time(weights: str, size: int, repeats: int, out: str, photo: str | Non
 
 
 def child_memory(weights: str, size: int, variant: str, out: str, photo: str | None) -> None:
+    from .heap import keep_freed_memory
     from .inpainter import load_model
+
+    keep_freed_memory()  # as in child_time
 
     fast, dtype = VARIANTS[variant]
     m = load_model(weights, fast=fast, dtype=dtype)

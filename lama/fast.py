@@ -10,7 +10,8 @@ rearranged for speed and memory on CPUs and GPUs:
   chosen per machine by :mod:`lama.kernel_choice`; then the spectral path (:class:`FastSpectral`), whose
   1x1 convolutions are matrix products and whose Fourier unit uses pocketfft in float32 or, on small
   maps, DFT matrix products in the network's dtype (:mod:`lama.dft`);
-- activations in place; buffers reused across layers (fresh large tensors cost page faults);
+- activations in place; buffers reused across layers, and on the CPU freed memory kept for reuse by malloc
+  (:mod:`lama.heap`): fresh large tensors cost page faults;
 - the full-resolution head and tail run in row bands, reflect padding without padded copies of large
   maps, and the 3-channel output conv runs over blocks of columns, where the CPU's kernels are efficient.
 
@@ -26,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import native
+from . import heap, native
 from .dft import dft_matrices
 from .ffc import FFC_BN_ACT, FFCResnetBlock, SpectralTransform
 from .generator import FFCResNetGenerator
@@ -561,6 +562,8 @@ class FastGenerator(nn.Module):
 
     @torch.inference_mode()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu":
+            heap.keep_freed_memory()  # freed layers' memory reused, not page-faulted in afresh (lama.heap)
         x = self._head(x.contiguous(memory_format=CL))
         for d in self.down[HEAD_LEVELS:]:
             x = d(x)
