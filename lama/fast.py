@@ -565,6 +565,7 @@ class FastGenerator(nn.Module):
         if x.device.type == "cpu":
             heap.keep_freed_memory()  # freed layers' memory reused, not page-faulted in afresh (lama.heap)
         x = self._head(x.contiguous(memory_format=CL))
+        heap.release_freed_memory(x.numel() * x.element_size())  # the head's bands, where the maps are large
         for d in self.down[HEAD_LEVELS:]:
             x = d(x)
         # without the padded copy of its input (256 MB at a 2048x2048 input in float32: the peak)
@@ -576,6 +577,7 @@ class FastGenerator(nn.Module):
         for block in self.blocks:
             x = block(x, spare, ws)
         del spare, ws
+        heap.release_freed_memory(x.numel() * x.element_size())  # the blocks' workspace, before the upsampling
         x = x.permute(0, 3, 1, 2)
         del y
         for u in self.up[:-TAIL_LEVELS]:

@@ -8,6 +8,8 @@ guest it was a sixth of a 512x512 bfloat16 pass. :func:`keep_freed_memory` raise
 below the mmap threshold stay in the heap and the next layer reuses them already mapped. Blocks above it (the
 whole maps of 2048x2048 inputs) are still mapped and returned as before, which keeps the peak memory where it
 was; the cost is that the process keeps up to its high-water heap after a pass instead of shrinking.
+Where a pass's maps are that large, the memory kept from its first layers would add to the peak of its
+middle ones, so the fast path hands it back there (:func:`release_freed_memory`).
 
 It is process-wide and done once, the first time the fast path runs on the CPU; ``LAMA_KEEP_FREED_MEMORY=0`` leaves
 malloc alone. Other allocators (musl, macOS, Windows, an ``LD_PRELOAD``-ed jemalloc) are left as they are.
@@ -27,7 +29,7 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (mallo
 MMAP_THRESHOLD = 32 << 20
 TRIM_THRESHOLD = 1 << 30
 
-_state: dict[str, bool] = {}
+_state: dict[str, object] = {}
 
 
 def keep_freed_memory() -> bool:
@@ -38,10 +40,19 @@ def keep_freed_memory() -> bool:
     ok = False
     if os.environ.get(ENV, "1") != "0" and platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            libc = _state["libc"] = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
             ok = bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
                 libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
         except (OSError, AttributeError):
             ok = False
     _state["done"] = ok
     return ok
+
+
+def release_freed_memory(nbytes: int) -> None:
+    """Hand the heap's free memory back to the OS (``malloc_trim``) when the tensors to come are at least
+    :data:`MMAP_THRESHOLD` bytes (``nbytes``): they are mapped apart from the heap, so what it keeps would
+    only add to the peak. At a 2048x2048 input in bfloat16 the peak RSS fell from 1494 to 1354 MB, for 3% of
+    the time; at 512x512 the same call cost 7%, hence the size rule."""
+    if nbytes >= MMAP_THRESHOLD and _state.get("done"):
+        _state["libc"].malloc_trim(0)
