@@ -40,11 +40,11 @@ def measuring(tmp_path, monkeypatch):
 def test_the_faster_kernel_is_chosen_once_and_remembered(small, measuring):
     cache, timed = measuring
     assert kc.choose_kernel(small, torch.float32) == "direct"
-    assert sorted(timed) == ["direct", "winograd"]
+    assert sorted(set(timed)) == ["direct", "winograd"]
     assert json.loads(cache.read_text()) == {kc.machine_key(small, torch.float32): "direct"}
     assert kc.choose_kernel(small, torch.float32) == "direct"
-    assert len(timed) == 2  # from the cache, not measured again
-    assert kc.choose_kernel(small, torch.bfloat16) == "direct" and len(timed) == 4  # another dtype: measured
+    assert len(timed) == 2 * kc.ROUNDS  # from the cache, not measured again
+    assert kc.choose_kernel(small, torch.bfloat16) == "direct" and len(timed) == 4 * kc.ROUNDS  # other dtype
 
 
 def test_another_cpu_or_torch_version_measures_again(small, measuring, monkeypatch):
@@ -52,10 +52,10 @@ def test_another_cpu_or_torch_version_measures_again(small, measuring, monkeypat
     kc.choose_kernel(small, torch.float32)
     monkeypatch.setattr(kc, "cpu_model", lambda: "Another CPU")
     kc.choose_kernel(small, torch.float32)
-    assert len(timed) == 4
+    assert len(timed) == 4 * kc.ROUNDS
     monkeypatch.setattr(torch, "__version__", "9.9.9")
     kc.choose_kernel(small, torch.float32)
-    assert len(timed) == 6 and len(json.loads(cache.read_text())) == 3
+    assert len(timed) == 6 * kc.ROUNDS and len(json.loads(cache.read_text())) == 3
 
 
 def test_a_corrupt_cache_is_ignored_and_rewritten(small, measuring):
@@ -64,7 +64,7 @@ def test_a_corrupt_cache_is_ignored_and_rewritten(small, measuring):
     assert kc.choose_kernel(small, torch.float32) == "direct"
     assert json.loads(cache.read_text()) == {kc.machine_key(small, torch.float32): "direct"}
     cache.write_text(json.dumps({kc.machine_key(small, torch.float32): "bogus"}))
-    assert kc.choose_kernel(small, torch.float32) == "direct" and len(timed) == 4
+    assert kc.choose_kernel(small, torch.float32) == "direct" and len(timed) == 4 * kc.ROUNDS
 
 
 def test_forcing_a_kernel_and_bad_values(small, monkeypatch):
@@ -81,6 +81,13 @@ def test_forcing_a_kernel_and_bad_values(small, monkeypatch):
 def test_the_inpainter_uses_the_measured_choice(small, measuring):
     inp = Inpainter(small, device="cpu")
     assert inp.fast.kernel == "direct" and "kernel=direct" in repr(inp.fast)
+
+
+def test_a_kernel_timed_in_a_busy_moment_is_timed_again(small, measuring, monkeypatch):
+    """Winograd's first time is slow (another process ran then); its later ones are the faster."""
+    times = {"winograd": [5.0, 1.0, 1.0], "direct": [2.0, 2.0, 2.0]}
+    monkeypatch.setattr(kc, "_seconds", lambda gen, kernel, dtype, repeats=2: times[kernel].pop(0))
+    assert kc.choose_kernel(small, torch.float32) == "winograd"
 
 
 def test_a_real_measurement_picks_one_of_the_kernels_and_both_compute_the_same(small, tmp_path, monkeypatch):
