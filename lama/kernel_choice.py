@@ -62,12 +62,16 @@ def _read_cache(path: Path) -> dict[str, str]:
     return {k: v for k, v in data.items() if v in KERNELS} if isinstance(data, dict) else {}
 
 
-def _seconds(gen: torch.nn.Module, kernel: str, dtype: torch.dtype, repeats: int = 3) -> float:
+def _seconds(gen: torch.nn.Module, kernel: str, dtype: torch.dtype, repeats: int = 3,
+             blocks: dict[str, FastBlock] | None = None) -> float:
     """Best time of the generator's first resnet block, rebuilt with ``kernel``, on a ``MEASURE_MAP`` map: the
     kernels differ only there, and one block costs a few MB where a whole second fast generator cost ~300 MB
-    at load time."""
+    at load time. ``blocks``: the blocks built so far, per kernel, reused by the later rounds."""
     ref = next(m for m in gen.modules() if isinstance(m, FFCResnetBlock))
-    block = FastBlock(ref, kernel).to(dtype)
+    blocks = {} if blocks is None else blocks
+    if kernel not in blocks:
+        blocks[kernel] = FastBlock(ref, kernel).to(dtype)
+    block = blocks[kernel]
     c = ref.conv1.ffc.convl2l.in_channels + ref.conv1.ffc.convg2l.in_channels  # local + global
     x0 = torch.rand(1, MEASURE_MAP, MEASURE_MAP, c, generator=torch.Generator().manual_seed(0)).to(dtype)
     ws = Workspace(dtype, "cpu")
@@ -96,10 +100,10 @@ def choose_kernel(gen: torch.nn.Module, dtype: torch.dtype, device: torch.device
     cache = _read_cache(path)
     if key in cache:
         return cache[key]
-    times = dict.fromkeys(KERNELS, float("inf"))
+    times, blocks = dict.fromkeys(KERNELS, float("inf")), {}
     for _ in range(ROUNDS):
         for k in KERNELS:
-            times[k] = min(times[k], _seconds(gen, k, dtype))
+            times[k] = min(times[k], _seconds(gen, k, dtype, blocks=blocks))
     choice = min(times, key=times.get)
     log.info("fast path kernel for %s: %s (%s)", key, choice,
              ", ".join(f"{k} {t * 1000:.0f} ms" for k, t in times.items()))

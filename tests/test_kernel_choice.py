@@ -29,7 +29,7 @@ def measuring(tmp_path, monkeypatch):
     monkeypatch.setenv("LAMA_CACHE_DIR", str(tmp_path))
     timed = []
 
-    def fake_seconds(gen, kernel, dtype, repeats=2):
+    def fake_seconds(gen, kernel, dtype, repeats=2, blocks=None):
         timed.append(kernel)
         return {"winograd": 2.0, "direct": 1.0}[kernel]
 
@@ -86,7 +86,7 @@ def test_the_inpainter_uses_the_measured_choice(small, measuring):
 def test_a_kernel_timed_in_a_busy_moment_is_timed_again(small, measuring, monkeypatch):
     """Winograd's first time is slow (another process ran then); its later ones are the faster."""
     times = {"winograd": [5.0, 1.0, 1.0], "direct": [2.0, 2.0, 2.0]}
-    monkeypatch.setattr(kc, "_seconds", lambda gen, kernel, dtype, repeats=2: times[kernel].pop(0))
+    monkeypatch.setattr(kc, "_seconds", lambda gen, kernel, dtype, repeats=2, blocks=None: times[kernel].pop(0))
     assert kc.choose_kernel(small, torch.float32) == "winograd"
 
 
