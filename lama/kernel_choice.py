@@ -45,13 +45,13 @@ def cache_file() -> Path:
 
 
 def machine_key(gen: torch.nn.Module, dtype: torch.dtype) -> str:
-    """What the choice depends on: the CPU, torch, the dtype, the threads, the network's shape and whether the
-    Winograd transforms are the compiled ones (:mod:`lama.native`)."""
+    """What the choice depends on: the CPU, torch, the dtype, the threads, the network's shape and which Winograd
+    transforms run (:func:`lama.native.build_id`: the compiled ones of this source and flags, or PyTorch's)."""
     blocks = sum(1 for _ in gen.modules() if type(_).__name__ == "FFCResnetBlock")
     width = max(p.shape[0] for p in gen.parameters() if p.dim() == 4)
     return (f"{cpu_model()} | torch {torch.__version__} | {str(dtype).removeprefix('torch.')} | "
             f"{torch.get_num_threads()} threads | {blocks} blocks x {width} channels | "
-            f"{'compiled' if native.library() is not None else 'torch'} transforms")
+            f"{native.build_id()} transforms")
 
 
 def _read_cache(path: Path) -> dict[str, str]:

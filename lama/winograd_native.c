@@ -41,7 +41,7 @@ static inline uint16_t float_to_bf16(float f) {
     return (uint16_t)(u >> 16);
 }
 
-static void load(const void *src, long off, int bf16, float *restrict out, int n) {
+static inline void load_n(const void *src, long off, int bf16, float *restrict out, int n) {
     if (bf16) {
         const uint16_t *s = (const uint16_t *)src + off;
         for (int c = 0; c < n; c++) out[c] = bf16_to_float(s[c]);
@@ -50,13 +50,25 @@ static void load(const void *src, long off, int bf16, float *restrict out, int n
     }
 }
 
-static void store(void *dst, long off, int bf16, const float *restrict in, int n) {
+static inline void store_n(void *dst, long off, int bf16, const float *restrict in, int n) {
     if (bf16) {
         uint16_t *d = (uint16_t *)dst + off;
         for (int c = 0; c < n; c++) d[c] = float_to_bf16(in[c]);
     } else {
         memcpy((float *)dst + off, in, (size_t)n * sizeof(float));
     }
+}
+
+/* Full chunks (LaMa's channel counts are multiples of CB) take a copy with a constant bound: whole vectors, no
+   remainder loop. */
+static inline void load(const void *src, long off, int bf16, float *restrict out, int n) {
+    if (n == CB) load_n(src, off, bf16, out, CB);
+    else load_n(src, off, bf16, out, n);
+}
+
+static inline void store(void *dst, long off, int bf16, const float *restrict in, int n) {
+    if (n == CB) store_n(dst, off, bf16, in, CB);
+    else store_n(dst, off, bf16, in, n);
 }
 
 /* y = BT x on six rows of CB channels, x[k] at x + k*xs, y[i] at y + i*ys (strides in rows). */
@@ -208,16 +220,22 @@ void lama_winograd_output(const void *m, void *dst, const void *bias, const void
 void lama_relu_add(void *y, const void *x, long rows, long cols, long ys, long xs, int bf16, int threads) {
 #pragma omp parallel for num_threads(threads < 1 ? 1 : threads) schedule(static)
     for (long r = 0; r < rows; r++) {
-        float a[CB], b[CB];
-        for (long c0 = 0; c0 < cols; c0 += CB) {
-            int n = cols - c0 < CB ? (int)(cols - c0) : CB;
-            load(y, r * ys + c0, bf16, a, n);
-            for (int c = 0; c < n; c++) a[c] = a[c] > 0 ? a[c] : 0;
-            if (x) {
-                load(x, r * xs + c0, bf16, b, n);
-                for (int c = 0; c < n; c++) a[c] += b[c];
+        if (bf16) {
+            uint16_t *yr = (uint16_t *)y + r * ys;
+            const uint16_t *xr = x ? (const uint16_t *)x + r * xs : NULL;
+            for (long c = 0; c < cols; c++) {
+                float a = bf16_to_float(yr[c]);
+                a = a > 0 ? a : 0;
+                if (xr) a += bf16_to_float(xr[c]);
+                yr[c] = float_to_bf16(a);
             }
-            store(y, r * ys + c0, bf16, a, n);
+        } else {
+            float *yr = (float *)y + r * ys;
+            const float *xr = x ? (const float *)x + r * xs : NULL;
+            if (xr)
+                for (long c = 0; c < cols; c++) yr[c] = (yr[c] > 0 ? yr[c] : 0) + xr[c];
+            else
+                for (long c = 0; c < cols; c++) yr[c] = yr[c] > 0 ? yr[c] : 0;
         }
     }
 }

@@ -58,6 +58,16 @@ def test_another_cpu_or_torch_version_measures_again(small, measuring, monkeypat
     assert len(timed) == 6 * kc.ROUNDS and len(json.loads(cache.read_text())) == 3
 
 
+def test_new_winograd_transforms_measure_again(small, measuring, monkeypatch):
+    """Another build of the compiled transforms (a new source or compiler flags) may change which kernel is faster."""
+    cache, timed = measuring
+    monkeypatch.setattr(kc.native, "build_id", lambda: "winograd-0123456789abcdef")
+    kc.choose_kernel(small, torch.float32)
+    monkeypatch.setattr(kc.native, "build_id", lambda: "winograd-fedcba9876543210")
+    kc.choose_kernel(small, torch.float32)
+    assert len(timed) == 4 * kc.ROUNDS and len(json.loads(cache.read_text())) == 2
+
+
 def test_a_corrupt_cache_is_ignored_and_rewritten(small, measuring):
     cache, timed = measuring
     cache.write_text("{not json")

@@ -163,3 +163,19 @@ def test_relu_then_residual_in_one_pass(dtype, residual, compiled, monkeypatch):
     relu_add(y, x)
     tol = 1e-6 if dtype == torch.float32 else 0.02  # bf16: one rounding of values up to ~4
     assert (y.double() - ref).abs().max() <= tol and torch.equal(y_full[:, :20], untouched)
+
+
+@pytest.mark.parametrize(("machine", "wide"), [("x86_64", True), ("AMD64", True), ("aarch64", False), ("arm64", False)])
+def test_512_bit_vectors_asked_for_on_x86_only(machine, wide, monkeypatch):
+    """gcc and clang keep to 256-bit vectors on AVX-512 CPUs unless asked; other architectures lack the option, and
+    a build that fails there would lose the compiled transforms."""
+    monkeypatch.setattr(native.platform, "machine", lambda: machine)
+    assert ("-mprefer-vector-width=512" in native.flags()) == wide
+    assert set(native.FLAGS) <= set(native.flags())
+
+
+@needs_compiler
+def test_build_id_names_the_library_or_torch(fresh, monkeypatch):
+    assert native.build_id().startswith("winograd-")
+    monkeypatch.setenv("LAMA_NATIVE", "0")
+    assert native.build_id() == "torch"
