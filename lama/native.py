@@ -110,7 +110,7 @@ def _build() -> Path:
 def _load(path: Path) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
     p, i, n = ctypes.c_void_p, ctypes.c_int, ctypes.c_long
-    lib.lama_winograd_input.argtypes = [p, p, p, i, n, n, n, n, n, n, n, i]
+    lib.lama_winograd_input.argtypes = [p, p, p, p, n, i, n, n, n, n, n, n, n, i]
     lib.lama_winograd_output.argtypes = [p, p, p, p, i, i, n, n, n, n, n, n, n, n, n, i]
     lib.lama_relu_add.argtypes = [p, p, n, n, n, n, i, i]
     lib.lama_winograd_input.restype = lib.lama_winograd_output.restype = lib.lama_relu_add.restype = None
@@ -124,19 +124,21 @@ def supports(*tensors: torch.Tensor) -> bool:
 
 
 def input_tiles(lib: ctypes.CDLL, x: torch.Tensor, v: torch.Tensor, top: int, tr: int,
-                halo: torch.Tensor | None) -> None:
+                halo: torch.Tensor | None, v_lo: torch.Tensor | None = None) -> None:
     """``v`` [36, B tr tw, C] <- transformed tiles of the band of ``tr`` tile rows of ``x`` [B, H, W, C] whose
     first input row is ``top`` (reflect padding by one pixel, zeros past it), ``halo`` [B, W, C] standing for
-    row ``top``."""
+    row ``top``; ``v_lo`` [36, B tr tw, C_lo], if given, gets the first ``C_lo`` channels once more."""
     b, h, w, c = x.shape
     tw = -(-w // 4)
-    parts = (x, v) if halo is None else (x, v, halo)
+    parts = [t for t in (x, v, halo, v_lo) if t is not None]
     if not (supports(*parts) and all(t.is_contiguous() for t in parts) and h >= 2 and w >= 2
             and tuple(v.shape) == (36, b * tr * tw, c) and -1 <= top < h
-            and (halo is None or tuple(halo.shape) == (b, w, c))):
+            and (halo is None or tuple(halo.shape) == (b, w, c))
+            and (v_lo is None or (v_lo.shape[:2] == v.shape[:2] and v_lo.shape[2] <= c))):
         raise ValueError(f"Winograd input transform: map {tuple(x.shape)} and tiles {tuple(v.shape)} do not fit")
-    lib.lama_winograd_input(x.data_ptr(), None if halo is None else halo.data_ptr(), v.data_ptr(), DTYPES[x.dtype],
-                            b, h, w, c, top, tr, tw, torch.get_num_threads())
+    lib.lama_winograd_input(x.data_ptr(), None if halo is None else halo.data_ptr(), v.data_ptr(),
+                            None if v_lo is None else v_lo.data_ptr(), 0 if v_lo is None else v_lo.shape[2],
+                            DTYPES[x.dtype], b, h, w, c, top, tr, tw, torch.get_num_threads())
 
 
 def output_tiles(lib: ctypes.CDLL, m: torch.Tensor, dst: torch.Tensor, bias: torch.Tensor | None, relu: bool,

@@ -17,6 +17,8 @@
                            row `top`, if `halo` is given, is read from `halo` [B, W, C] instead (the layer
                            writes its output over its input, and that row was already overwritten)
      v     [36, T, C]      contiguous, T = B tr tw, tiles in (b, row, column) order, component 6 i + j
+     v_lo  [36, T, C_lo]   optional, contiguous: the first C_lo channels of v once more (the FFC's local
+                           channels, the only input of its l2g product: a contiguous operand is the faster one)
      m     [36, T, Cm]     contiguous
      dst   pixel (b, row r, y p, column q, x s, channel c) at
            b*sb + r*sr + p*sp + q*sq + s*ss + c   (a [B, tr, 4, tw, 4, Cm] view of a channels-last map) */
@@ -100,12 +102,13 @@ static inline void at6(float (*restrict x)[CB], int xs, float (*restrict y)[CB],
 
 typedef struct {
     const void *src;
-    void *dst;
+    void *dst, *dst_lo; /* input: v and v_lo */
     const void *bias;
     const void *halo;
     const void *res; /* output: added after the ReLU, same strides as dst */
     int bf16, relu;
     long tr, tw, c, h, w, top, halo_row; /* input: map and band geometry */
+    long c_lo;                      /* input: channels of v_lo */
     long t_all, sb, sr, sp, sq, ss; /* output: tile count and dst strides */
     long t0, t1;                    /* this thread's tiles */
 } job;
@@ -145,6 +148,11 @@ static void *input_job(void *arg) {
             for (int col = 0; col < 6; col++) bt6(&d[col], 6, &t[col], 6); /* along rows */
             for (int row = 0; row < 6; row++) bt6(&t[6 * row], 1, &v[6 * row], 1); /* along columns */
             for (int k = 0; k < 36; k++) store(j->dst, (k * j->t_all + t_) * j->c + c0, j->bf16, v[k], n);
+            if (c0 < j->c_lo) {
+                int n_lo = j->c_lo - c0 < n ? (int)(j->c_lo - c0) : n;
+                for (int k = 0; k < 36; k++)
+                    store(j->dst_lo, (k * j->t_all + t_) * j->c_lo + c0, j->bf16, v[k], n_lo);
+            }
         }
     }
     return NULL;
@@ -199,10 +207,11 @@ static void run(const job *base, void *(*fn)(void *), int threads) {
     }
 }
 
-void lama_winograd_input(const void *x, const void *halo, void *v, int bf16, long b, long h, long w, long c,
-                         long top, long tr, long tw, int threads) {
+void lama_winograd_input(const void *x, const void *halo, void *v, void *v_lo, long c_lo, int bf16, long b, long h,
+                         long w, long c, long top, long tr, long tw, int threads) {
     job j = {0};
     j.src = x, j.halo = halo, j.dst = v, j.bf16 = bf16, j.h = h, j.w = w, j.c = c, j.top = top;
+    j.dst_lo = v_lo, j.c_lo = v_lo ? c_lo : 0;
     j.halo_row = halo ? top : -2, j.tr = tr, j.tw = tw, j.t_all = b * tr * tw;
     run(&j, input_job, threads);
 }

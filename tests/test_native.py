@@ -28,7 +28,13 @@ def _transforms(x, top, tr, halo, m, bias, relu, compiled, monkeypatch, residual
     same slice of ``residual``, if given)."""
     monkeypatch.setenv("LAMA_NATIVE", "1" if compiled else "0")
     ws = Workspace(x.dtype, "cpu")
-    v = winograd.band_tiles(x, top, tr, ws, halo).clone()
+    lo = x.shape[-1] // 2 + 1
+    v, v_lo = winograd.band_tiles(x, top, tr, ws, halo, lo=lo, copy_lo=True)
+    # the local channels once more (a copy where compiled, a view in PyTorch): the same values
+    assert torch.equal(v_lo, v[..., :lo]) and (v_lo.is_contiguous() or not compiled)
+    v = v.clone()
+    view = winograd.band_tiles(x, top, tr, ws, halo, lo=lo)[1]  # without copy_lo: a view of the tiles
+    assert torch.equal(view, v[..., :lo]) and view.stride(-2) == x.shape[-1]
     b, _, w, c = x.shape
     tw = -(-w // 4)
     out = torch.full((b, tr, 4, tw, 4, c + 2), float("nan"), dtype=m.dtype)
@@ -98,9 +104,9 @@ def test_without_a_compiler_the_pytorch_transforms_are_used(fresh, monkeypatch, 
         assert native.library() is None
     assert "no C compiler" in caplog.text
     x = torch.randn(1, 8, 12, 8)
-    v = winograd.band_tiles(x, -1, 2, Workspace(torch.float32, "cpu")).clone()
+    v = winograd.band_tiles(x, -1, 2, Workspace(torch.float32, "cpu"))[0].clone()
     monkeypatch.setenv("LAMA_NATIVE", "0")
-    assert torch.equal(v, winograd.band_tiles(x, -1, 2, Workspace(torch.float32, "cpu")))
+    assert torch.equal(v, winograd.band_tiles(x, -1, 2, Workspace(torch.float32, "cpu"))[0])
 
 
 def test_a_failing_compiler_falls_back(fresh, monkeypatch, tmp_path, caplog):
@@ -130,6 +136,10 @@ def test_tensors_that_do_not_fit_are_refused():
         native.input_tiles(lib, x, torch.zeros(36, 4, 8), 8, 2, None)  # starts below the map
     with pytest.raises(ValueError, match="do not fit"):
         native.input_tiles(lib, x, torch.zeros(36, 4, 8), 3, 2, torch.zeros(1, 7, 8))  # halo of another width
+    with pytest.raises(ValueError, match="do not fit"):
+        native.input_tiles(lib, x, torch.zeros(36, 4, 8), -1, 2, None, torch.zeros(36, 4, 9))  # more channels than x
+    with pytest.raises(ValueError, match="do not fit"):
+        native.input_tiles(lib, x, torch.zeros(36, 4, 8), -1, 2, None, torch.zeros(36, 3, 4))  # other tiles
     with pytest.raises(ValueError, match="do not fit"):
         native.output_tiles(lib, torch.zeros(36, 4, 8), torch.zeros(1, 2, 4, 2, 4, 8), torch.zeros(7), False)
     with pytest.raises(ValueError, match="do not fit"):
