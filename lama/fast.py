@@ -306,8 +306,9 @@ class FastSpectral(nn.Module):
         self.register_buffer("w1", w1.flatten(1))
         self.register_buffer("b1", b1)
         self.register_buffer("w2", w2.flatten(1))
-        # the unit's channels interleave (re, im) per channel; kept as blocks [out part, in part, C_in, C_out]
-        self.register_buffer("w_fu", w_fu.view(c2, 2, c2, 2).permute(1, 3, 2, 0).contiguous())
+        # the unit's channels interleave (re, im) per channel; kept as blocks [(out part, in part), C_in, C_out],
+        # 3-D so that the generator's conversion to channels-last leaves them contiguous
+        self.register_buffer("w_fu", w_fu.view(c2, 2, c2, 2).permute(1, 3, 2, 0).reshape(4, c2, c2))
         self.register_buffer("b_fu", b_fu.view(c2, 2).t().contiguous())
 
     def use_dft(self, h: int, w: int) -> bool:
@@ -342,7 +343,7 @@ class FastSpectral(nn.Module):
         z = torch.view_as_real(spec).view(-1, 2 * c2)  # channels re0, im0, re1, ... : no copy
         if s.dtype != torch.float32:
             z = ws.get("z", z.shape).copy_(z)
-        w_fu = self.w_fu.permute(3, 0, 2, 1).reshape(2 * c2, 2 * c2)  # interleaved [out, in]
+        w_fu = self.w_fu.view(2, 2, c2, c2).permute(3, 0, 2, 1).reshape(2 * c2, 2 * c2)  # interleaved [out, in]
         fu = torch.relu_(torch.addmm(self.b_fu.t().reshape(-1), z, w_fu.t(), out=ws.get("fu", z.shape)))
         if fu.dtype != torch.float32:
             fu = ws.get("fu32", fu.shape, torch.float32).copy_(fu)
@@ -365,7 +366,7 @@ class FastSpectral(nn.Module):
             torch.mm(d["h"], rows, out=spec)  # along H: [2, H, Wf, C]
             re, im = spec.view(2, -1, c2)
             for o, fu_o in enumerate(fu.view(2, -1, c2)):  # the unit's 1x1 conv + BN + ReLU, per output part
-                torch.addmm(self.b_fu[o], re, self.w_fu[o, 0], out=fu_o).addmm_(im, self.w_fu[o, 1])
+                torch.addmm(self.b_fu[o], re, self.w_fu[2 * o], out=fu_o).addmm_(im, self.w_fu[2 * o + 1])
             relu_add(fu, None)
             torch.mm(d["ih"], fu, out=rows)  # inverse along H: [H, 2, Wf, C]
             si.baddbmm_(d["iw"], rows.view(h, 2 * wf, c2))  # inverse along W, added to s

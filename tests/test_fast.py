@@ -6,7 +6,7 @@ import torch
 from conftest import OFFICIAL, SMALL_GENERATOR, randomize_bn
 
 import lama
-from lama.fast import FastGenerator, supports
+from lama.fast import FastGenerator, FastSpectral, supports
 from lama.generator import build_preset, generator_from_config
 from lama.inpainter import Inpainter
 
@@ -188,3 +188,13 @@ def test_reflect_padded_conv_in_bfloat16_has_no_nans():
         ref = F.conv2d(F.pad(x.double(), (1,) * 4, mode="reflect"), wt.double(), b.double(), 2)
         out = conv2d_reflect(x, wt, b, 2, 1)
         assert (out.double() - ref).abs().max() <= 0.05 * ref.abs().max()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_matrix_product_weights_stay_contiguous(small, dtype):
+    """The generator's conversion to channels-last is for 4-D convolution weights; the spectral path's weights
+    are matrix operands, which a strided layout slows down."""
+    fast = FastGenerator(small, dtype=dtype)
+    for m in fast.modules():
+        if isinstance(m, FastSpectral):
+            assert all(t.is_contiguous() for t in (m.w1, m.w2, m.w_fu, m.b_fu))
