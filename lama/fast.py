@@ -248,7 +248,7 @@ class WinogradKernel(nn.Module):
             r1 = min(th, r0 + step)
             tr = r1 - r0
             halo = ws.get("halo", (b, w, c)) if in_place and r0 else None  # row M r0 - 1, saved before overwritten
-            # bf16: the l2g product's operand, the local channels, written contiguous too (float32 products gain nothing)
+            # bf16: the l2g product's operand, the local channels, also written contiguous (fp32 products gain nothing)
             v, v_l = band_tiles(x, M * r0 - 1, tr, ws, halo, lo=n_l, copy_lo=x.dtype != torch.float32)
             if in_place and r1 < th:
                 ws.get("halo", (b, w, c)).copy_(x[:, M * r1 - 1])  # after this band's tiles have read the last one
