@@ -1,10 +1,10 @@
 """Which 3x3 kernel the fast path uses on this machine: measured once, then remembered.
 
 The fast path has two kernels for the FFC blocks' 3x3 convolutions: Winograd F(4x4, 3x3) (:mod:`lama.winograd`)
-and the direct convolution of oneDNN. Which one is faster depends on the CPU and the dtype (Winograd was faster in
-fp32 on an AVX-512 EPYC; on an AMX Xeon the direct bf16 convolutions took 0.60 s at 512x512 against 0.93 s for
-bf16 Winograd). So on the CPU the choice is measured once per machine, on one resnet
-block, and cached on disk per CPU model, torch version, dtype, thread count and network shape. GPUs use the
+and the direct convolution of oneDNN. Which one is faster depends on the CPU, the dtype and the code (on an AMX Xeon
+the direct bf16 convolutions were once 1.5x faster than bf16 Winograd, and 1.3x slower after the transforms were
+compiled). So on the CPU the choice is measured once per machine, on one resnet block, and cached on disk per CPU
+(model and instruction sets), torch version, dtype, thread count, network shape and transform build. GPUs use the
 direct convolutions (cuDNN's own algorithms).
 
 ``LAMA_FAST_KERNEL=winograd|direct`` forces a kernel (``auto``, the default, measures); ``LAMA_CACHE_DIR`` moves the
@@ -13,6 +13,7 @@ cache (default ``~/.cache/lama``); ``LAMA_NATIVE=0`` turns off the compiled Wino
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -27,7 +28,7 @@ from .fast import KERNELS as FAST_KERNELS
 from .fast import FastBlock
 from .ffc import FFCResnetBlock
 from .io import atomic_write
-from .machine import cache_dir, cpu_model
+from .machine import cache_dir, cpu_features, cpu_model
 from .winograd import Workspace
 
 KERNELS = tuple(FAST_KERNELS)
@@ -46,10 +47,14 @@ def cache_file() -> Path:
 
 def machine_key(gen: torch.nn.Module, dtype: torch.dtype) -> str:
     """What the choice depends on: the CPU, torch, the dtype, the threads, the network's shape and which Winograd
-    transforms run (:func:`lama.native.build_id`: the compiled ones of this source and flags, or PyTorch's)."""
+    transforms run (:func:`lama.native.build_id`: the compiled ones of this source and flags, or PyTorch's).
+
+    The CPU is its model name and a hash of its feature flags and of oneDNN's instruction-set limit: VMs give CPUs
+    with and without AMX one generic name ("Intel(R) Xeon(R) Processor")."""
     blocks = sum(1 for _ in gen.modules() if type(_).__name__ == "FFCResnetBlock")
     width = max(p.shape[0] for p in gen.parameters() if p.dim() == 4)
-    return (f"{cpu_model()} | torch {torch.__version__} | {str(dtype).removeprefix('torch.')} | "
+    isa = hashlib.sha256(f"{cpu_features()}\n{os.environ.get('ONEDNN_MAX_CPU_ISA', '')}".encode()).hexdigest()[:8]
+    return (f"{cpu_model()} (isa {isa}) | torch {torch.__version__} | {str(dtype).removeprefix('torch.')} | "
             f"{torch.get_num_threads()} threads | {blocks} blocks x {width} channels | "
             f"{native.build_id()} transforms")
 

@@ -58,6 +58,25 @@ def test_another_cpu_or_torch_version_measures_again(small, measuring, monkeypat
     assert len(timed) == 6 * kc.ROUNDS and len(json.loads(cache.read_text())) == 3
 
 
+def test_same_model_name_other_instruction_sets_measures_again(small, measuring, monkeypatch):
+    """VMs report generic model names ("Intel(R) Xeon(R) Processor") for CPUs with and without AMX, and oneDNN can
+    be held to fewer instruction sets (ONEDNN_MAX_CPU_ISA); neither may reuse the other's choice, also where no
+    compiled transforms put the CPU's flags into the key."""
+    cache, timed = measuring
+    monkeypatch.setenv("LAMA_NATIVE", "0")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr(kc, "cpu_features", lambda: "fpu avx512f avx512_bf16 amx_bf16 amx_tile", raising=False)
+    kc.choose_kernel(small, torch.float32)
+    kc.choose_kernel(small, torch.float32)
+    assert len(timed) == 2 * kc.ROUNDS
+    monkeypatch.setattr(kc, "cpu_features", lambda: "fpu avx512f avx512_bf16", raising=False)
+    kc.choose_kernel(small, torch.float32)
+    assert len(timed) == 4 * kc.ROUNDS
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    kc.choose_kernel(small, torch.float32)
+    assert len(timed) == 6 * kc.ROUNDS and len(json.loads(cache.read_text())) == 3
+
+
 def test_new_winograd_transforms_measure_again(small, measuring, monkeypatch):
     """Another build of the compiled transforms (a new source or compiler flags) may change which kernel is faster."""
     cache, timed = measuring
