@@ -13,15 +13,13 @@ rearranged for speed and memory on CPUs and GPUs:
 - activations in place; buffers reused across layers, and on the CPU freed memory kept for reuse by malloc
   (:mod:`lama.heap`): fresh large tensors cost page faults;
 - the full-resolution head and tail run in row bands, reflect padding without padded copies of large
-  maps, and the 3-channel output conv runs over blocks of columns, where the CPU's kernels are efficient.
+  maps, and the 3-channel output conv runs as a vertical and a horizontal pass (:func:`_two_pass_weights`).
 
 Only the published LaMa structure is rebuilt (ratio 0 stem and downsampling, 0.75 resnet blocks,
 no LFU); :func:`supports` says whether a generator has it, and other ones keep the reference path.
 """
 
 from __future__ import annotations
-
-import copy
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +35,6 @@ CL = torch.channels_last
 BAND_ELEMENTS = 1 << 22  # values per full-resolution band (16 MB in float32: under the mmap threshold)
 FFT_GROUP_BYTES = 16 << 20  # spectrum bytes per FFT call
 HEAD_LEVELS = TAIL_LEVELS = 2  # downsamplings / upsamplings done in row bands with the full-resolution ends
-OUT_BLOCK = 4  # columns per block in the output conv (see _space_to_depth_weights)
 # Fourier units on maps up to this side use DFT products instead of pocketfft: in bfloat16 up to 2048x2048 inputs
 # (no float32 round trip; at 2048x2048 6.5 s against 10.5 s with pocketfft), in float32 up to 1024x1024 inputs
 # (3% faster there than pocketfft; measured on an AMX Xeon). float16 (CUDA) keeps its FFTs in float32: a float16
@@ -134,22 +131,19 @@ def conv2d_reflect(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     return out
 
 
-def _space_to_depth_weights(w: torch.Tensor, s: int) -> torch.Tensor:
-    """A KxK conv with few output channels as a conv over blocks of ``s`` columns.
+def _two_pass_weights(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A KxK conv with few output channels as two convs: a vertical Kx1 one with an output channel per
+    (kx, c_out), ``[K C_out, C_in, K, 1]``, then a horizontal 1xK one that sums, for each c_out, channel
+    (kx, c_out) at column offset kx, ``[C_out, K C_out, 1, K]`` (weights 0 or 1).
 
-    mkldnn vectorises over output channels, so LaMa's last conv (64 -> 3, 7x7) ran at a fifth of the
-    speed of the others. Seen as blocks of ``s`` pixels ([W, C] -> [W/s, s*C], a free reshape), output
-    block X needs input blocks X .. X + ceil((s + K - 1) / s) - 1: a conv with s*C_out outputs.
-    Weights ``[(j, c_out), (p, c_in), ky, bx]`` hold w[c_out, c_in, ky, kx] where j + kx = s bx + p.
-    """
+    oneDNN vectorises over output channels, so LaMa's last conv (64 -> 3, 7x7) ran at a fifth of the speed of
+    the others; its vertical pass has 21 outputs and all the multiplications, and the horizontal one is cheap."""
     c_out, c_in, k, _ = w.shape
-    nb = -(-(s + k - 1) // s)
-    w2 = w.new_zeros(s, c_out, nb, s, c_in, k)  # [j, co, bx, p, ci, ky]
-    for j in range(s):
-        for kx in range(k):
-            bx, p = divmod(j + kx, s)
-            w2[j, :, bx, p] = w[:, :, :, kx]
-    return w2.permute(0, 1, 3, 4, 5, 2).reshape(s * c_out, s * c_in, k, nb)
+    vertical = w.permute(3, 0, 1, 2).reshape(k * c_out, c_in, k, 1)
+    horizontal = w.new_zeros(c_out, k, c_out, 1, k)
+    for kx in range(k):
+        horizontal[:, kx, :, 0, kx] = torch.eye(c_out, dtype=w.dtype)
+    return vertical, horizontal.reshape(c_out, k * c_out, 1, k)
 
 
 def supports(gen: nn.Module) -> bool:
@@ -477,12 +471,13 @@ class FastGenerator(nn.Module):
         ups = [m for m in layers if isinstance(m, nn.ConvTranspose2d)]
         bns = [layers[layers.index(u) + 1] for u in ups]
         self.up = nn.ModuleList(_UpBNReLU(u, bn) for u, bn in zip(ups, bns, strict=True))
-        self.out_conv = copy.deepcopy([m for m in layers if isinstance(m, nn.Conv2d)][-1])  # own weights
+        oc = [m for m in layers if isinstance(m, nn.Conv2d)][-1]
         with torch.no_grad():
-            oc = self.out_conv
+            vertical, horizontal = _two_pass_weights(oc.weight.detach())
+            self.out_vertical = nn.Parameter(vertical, requires_grad=False)
+            self.out_horizontal = nn.Parameter(horizontal, requires_grad=False)
             bias = oc.bias if oc.bias is not None else oc.weight.new_zeros(oc.out_channels)
-            self.out_block_w = nn.Parameter(_space_to_depth_weights(oc.weight, OUT_BLOCK), requires_grad=False)
-            self.out_block_b = nn.Parameter(bias.repeat(OUT_BLOCK), requires_grad=False)
+            self.out_bias = nn.Parameter(bias.detach().clone(), requires_grad=False)
         self.out_act = layers[-1] if isinstance(layers[-1], nn.Sigmoid | nn.Tanh) else nn.Identity()
         self.requires_grad_(False)
         self.to(dtype=dtype, memory_format=CL)
@@ -543,25 +538,20 @@ class FastGenerator(nn.Module):
     def _tail(self, x: torch.Tensor) -> torch.Tensor:
         """The last upsamplings (up to TAIL_LEVELS) + output conv in row bands: the full- and half-resolution
         maps never exist whole."""
-        ups, oc = list(self.up[-TAIL_LEVELS:]), self.out_conv
+        ups = list(self.up[-TAIL_LEVELS:])
         b, _, h, w = x.shape
         ho, wo = h << len(ups), w << len(ups)
-        out = torch.empty(b, oc.weight.shape[0], ho, wo, dtype=x.dtype, device=x.device)
+        out = torch.empty(b, self.out_bias.shape[0], ho, wo, dtype=x.dtype, device=x.device)
         step = self._band_rows(wo)
         for r0 in range(0, ho, step):
             r1 = min(ho, r0 + step)
             lo, hi = max(0, r0 - 3), min(ho, r1 + 3)  # rows the 7x7 output conv reads
             y = self._up_rows(x, ups, lo, hi)
             top, bottom = 3 if lo == 0 else 0, 3 if hi == ho else 0
-            if wo % OUT_BLOCK:
-                out[..., r0:r1, :] = F.conv2d(F.pad(y, (3, 3, top, bottom), mode="reflect"), oc.weight, oc.bias)
-                continue
-            # blocks of OUT_BLOCK columns; the 2 extra columns on the right meet zero weights only
-            band = F.pad(y, (3, 5, top, bottom), mode="reflect")
-            rows, c = band.shape[-2], band.shape[1]
-            blocks = band.permute(0, 2, 3, 1).reshape(b, rows, -1, OUT_BLOCK * c).permute(0, 3, 1, 2)
-            z = F.conv2d(blocks, self.out_block_w, self.out_block_b)  # [B, (j, c_out), rows, W / s]
-            out[..., r0:r1, :] = z.permute(0, 2, 3, 1).reshape(b, r1 - r0, wo, -1).permute(0, 3, 1, 2)
+            if top or bottom:  # the image's first or last rows: reflected rows above or below the band
+                y = F.pad(y, (0, 0, top, bottom), mode="reflect")
+            v = F.conv2d(y, self.out_vertical)  # [B, (kx, c_out), r1 - r0, wo]: 21 channels, not 64
+            out[..., r0:r1, :] = F.conv2d(F.pad(v, (3, 3, 0, 0), mode="reflect"), self.out_horizontal, self.out_bias)
         return out
 
     @torch.inference_mode()

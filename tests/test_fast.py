@@ -118,30 +118,26 @@ def test_convolutions_with_relu_equal_convolution_then_relu(fused, dtype, monkey
     assert out.shape == ref.shape and (out.double() - ref).abs().max() <= tol
 
 
-@pytest.mark.parametrize("out_block", [4, 3])  # 3 does not divide the widths: the plain conv runs instead
-def test_output_conv_in_column_blocks(small, out_block, monkeypatch):
+@pytest.mark.parametrize(("h", "w"), [(48, 88), (4, 4), (7, 30)])  # down to the smallest size reflect padding takes
+def test_output_conv_in_two_passes(small, h, w):
+    """The tail's output conv as a vertical and a horizontal pass, over row bands and the image's edges."""
     fast = FastGenerator(small)
-    monkeypatch.setattr("lama.fast.OUT_BLOCK", out_block)
-    x = torch.rand(1, 4, 48, 88)
+    x = torch.rand(1, 4, 4 * h, 4 * w)
     with torch.no_grad():
         ref = small(x)
     assert (fast(x) - ref).abs().max() <= 1e-5
 
 
-def test_space_to_depth_weights_compute_the_same_conv():
+def test_two_pass_weights_compute_the_same_conv():
     from torch.nn import functional as F
 
-    from lama.fast import _space_to_depth_weights
+    from lama.fast import _two_pass_weights
 
     torch.manual_seed(0)
-    w, x = torch.randn(3, 5, 7, 7, dtype=torch.float64), torch.randn(1, 5, 9, 26 + 6, dtype=torch.float64)
-    for s in (2, 4, 8):
-        nb = -(-(s + 6) // s)
-        xp = F.pad(x, (0, s * (nb - 1) - 6 + (-26) % s))  # columns past the last block's reach are zero
-        blocks = xp.permute(0, 2, 3, 1).reshape(1, 9, -1, s * 5).permute(0, 3, 1, 2)
-        z = F.conv2d(blocks, _space_to_depth_weights(w, s))
-        y = z.permute(0, 2, 3, 1).reshape(1, 3, -1, 3).permute(0, 3, 1, 2)[..., :26]
-        assert torch.allclose(y, F.conv2d(x, w), atol=1e-10)
+    w, x = torch.randn(3, 5, 7, 7, dtype=torch.float64), torch.randn(1, 5, 9, 26, dtype=torch.float64)
+    vertical, horizontal = _two_pass_weights(w)
+    assert vertical.shape == (21, 5, 7, 1) and horizontal.shape == (3, 21, 1, 7)
+    assert torch.allclose(F.conv2d(F.conv2d(x, vertical), horizontal), F.conv2d(x, w), atol=1e-10)
 
 
 def test_winograd_is_the_default_on_the_cpu(small):
