@@ -42,14 +42,18 @@ HEAD_LEVELS = TAIL_LEVELS = 2  # downsamplings / upsamplings done in row bands w
 DFT_MAX_SIDE = {torch.float32: 128, torch.bfloat16: 256}
 
 
-def relu_add(y: torch.Tensor, x: torch.Tensor | None) -> None:
-    """``y = relu(y) + x`` in place (``x`` None: ReLU only) on ``[rows, C]`` views: one compiled pass
-    (:mod:`lama.native`) where it runs, else two. Also the spectral path's ReLUs: PyTorch's bfloat16 ReLU took
-    100 us on a [4096, 192] map on an AMX Xeon, as long as half the matrix product before it."""
-    lib = native.library() if native.supports(*((y,) if x is None else (y, x))) else None
+def relu_add(y: torch.Tensor, x: torch.Tensor | None, bias: torch.Tensor | None = None) -> None:
+    """``y = relu(y + bias) + x`` in place (``bias``, ``x`` None: left out) on ``[rows, C]`` views: one compiled
+    pass (:mod:`lama.native`) where it runs, else two or three. Also the spectral path's ReLUs, with the biases of
+    its matrix products: PyTorch's bfloat16 ReLU took 100 us on a [4096, 192] map on an AMX Xeon, as long as half
+    the matrix product before it, and a float32 ``addmm`` copies its bias into the output before the product."""
+    parts = [t for t in (y, x, bias) if t is not None]
+    lib = native.library() if native.supports(*parts) else None
     if lib is not None and y.stride(1) == 1 and (x is None or x.stride(1) == 1):
-        native.relu_add(lib, y, x)
+        native.relu_add(lib, y, x, bias)
         return
+    if bias is not None:
+        y.add_(bias)
     torch.relu_(y)
     if x is not None:
         y.add_(x)
@@ -312,7 +316,7 @@ class FastSpectral(nn.Module):
         """``s = relu(w1 x_g + b1)`` from ``x_g``, a ``[B H W, C]`` view (rows may be strided); done before the
         layer's convolution, which may then overwrite its input."""
         s = ws.get("s", (x_g.shape[0], self.w1.shape[0]))
-        relu_add(torch.addmm(self.b1, x_g, self.w1.t(), out=s), None)
+        relu_add(torch.mm(x_g, self.w1.t(), out=s), None, self.b1)
         return s
 
     def forward(self, s: torch.Tensor, out_g: torch.Tensor, bhw: tuple[int, int, int], ws: Workspace,
@@ -338,7 +342,8 @@ class FastSpectral(nn.Module):
         if s.dtype != torch.float32:
             z = ws.get("z", z.shape).copy_(z)
         w_fu = self.w_fu.view(2, 2, c2, c2).permute(3, 0, 2, 1).reshape(2 * c2, 2 * c2)  # interleaved [out, in]
-        fu = torch.relu_(torch.addmm(self.b_fu.t().reshape(-1), z, w_fu.t(), out=ws.get("fu", z.shape)))
+        fu = torch.mm(z, w_fu.t(), out=ws.get("fu", z.shape))
+        relu_add(fu, None, self.b_fu.t().reshape(-1))
         if fu.dtype != torch.float32:
             fu = ws.get("fu32", fu.shape, torch.float32).copy_(fu)
         fu = torch.view_as_complex(fu.view(b, h, wf, c2, 2))
@@ -360,8 +365,8 @@ class FastSpectral(nn.Module):
             torch.mm(d["h"], rows, out=spec)  # along H: [2, H, Wf, C]
             re, im = spec.view(2, -1, c2)
             for o, fu_o in enumerate(fu.view(2, -1, c2)):  # the unit's 1x1 conv + BN + ReLU, per output part
-                torch.addmm(self.b_fu[o], re, self.w_fu[2 * o], out=fu_o).addmm_(im, self.w_fu[2 * o + 1])
-            relu_add(fu, None)
+                torch.mm(re, self.w_fu[2 * o], out=fu_o).addmm_(im, self.w_fu[2 * o + 1])
+                relu_add(fu_o, None, self.b_fu[o])
             torch.mm(d["ih"], fu, out=rows)  # inverse along H: [H, 2, Wf, C]
             si.baddbmm_(d["iw"], rows.view(h, 2 * wf, c2))  # inverse along W, added to s
 

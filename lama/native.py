@@ -112,7 +112,7 @@ def _load(path: Path) -> ctypes.CDLL:
     p, i, n = ctypes.c_void_p, ctypes.c_int, ctypes.c_long
     lib.lama_winograd_input.argtypes = [p, p, p, p, n, i, n, n, n, n, n, n, n, i]
     lib.lama_winograd_output.argtypes = [p, p, p, p, i, i, n, n, n, n, n, n, n, n, n, i]
-    lib.lama_relu_add.argtypes = [p, p, n, n, n, n, i, i]
+    lib.lama_relu_add.argtypes = [p, p, p, n, n, n, n, i, i]
     lib.lama_winograd_input.restype = lib.lama_winograd_output.restype = lib.lama_relu_add.restype = None
     return lib
 
@@ -160,11 +160,15 @@ def output_tiles(lib: ctypes.CDLL, m: torch.Tensor, dst: torch.Tensor, bias: tor
                              tw, c, sb, sr, sp, sq, ss, torch.get_num_threads())
 
 
-def relu_add(lib: ctypes.CDLL, y: torch.Tensor, x: torch.Tensor | None) -> None:
-    """``y = relu(y) + x`` in place (``x`` None: just the ReLU), on 2-D views whose rows are contiguous."""
-    parts = (y,) if x is None else (y, x)
+def relu_add(lib: ctypes.CDLL, y: torch.Tensor, x: torch.Tensor | None, bias: torch.Tensor | None = None) -> None:
+    """``y = relu(y + bias) + x`` in place (``bias``, ``x`` optional), on 2-D views whose rows are contiguous;
+    ``bias`` has a value per column."""
+    parts = [y] + [t for t in (x, bias) if t is not None]
     if not (supports(*parts) and y.dim() == 2 and y.stride(1) == 1
-            and (x is None or (x.shape == y.shape and x.stride(1) == 1))):
-        raise ValueError(f"relu_add: {tuple(y.shape)} and {None if x is None else tuple(x.shape)} do not fit")
-    lib.lama_relu_add(y.data_ptr(), None if x is None else x.data_ptr(), y.shape[0], y.shape[1], y.stride(0),
-                      0 if x is None else x.stride(0), DTYPES[y.dtype], torch.get_num_threads())
+            and (x is None or (x.shape == y.shape and x.stride(1) == 1))
+            and (bias is None or (bias.is_contiguous() and tuple(bias.shape) == (y.shape[1],)))):
+        raise ValueError(f"relu_add: {tuple(y.shape)}, {None if x is None else tuple(x.shape)} and "
+                         f"{None if bias is None else tuple(bias.shape)} do not fit")
+    lib.lama_relu_add(y.data_ptr(), None if x is None else x.data_ptr(), None if bias is None else bias.data_ptr(),
+                      y.shape[0], y.shape[1], y.stride(0), 0 if x is None else x.stride(0), DTYPES[y.dtype],
+                      torch.get_num_threads())

@@ -239,16 +239,20 @@ void lama_winograd_output(const void *m, void *dst, const void *bias, const void
     run(&j, output_job, threads);
 }
 
-/* y = relu(y) + x (x optional) on `rows` rows of `cols` values, row strides ys and xs: the end of a resnet block's
-   spectral path and its residual, in one pass, rows split over PyTorch's OpenMP threads. */
-void lama_relu_add(void *y, const void *x, long rows, long cols, long ys, long xs, int bf16, int threads) {
+/* y = relu(y + b) + x (b, x optional; b has `cols` values) on `rows` rows of `cols` values, row strides ys and xs: the
+   end of a resnet block's spectral path and its residual, or a matrix product's bias and ReLU, in one pass, rows
+   split over PyTorch's OpenMP threads. */
+void lama_relu_add(void *y, const void *x, const void *b, long rows, long cols, long ys, long xs, int bf16,
+                   int threads) {
 #pragma omp parallel for num_threads(threads < 1 ? 1 : threads) schedule(static)
     for (long r = 0; r < rows; r++) {
         if (bf16) {
             uint16_t *yr = (uint16_t *)y + r * ys;
             const uint16_t *xr = x ? (const uint16_t *)x + r * xs : NULL;
+            const uint16_t *br = (const uint16_t *)b;
             for (long c = 0; c < cols; c++) {
                 float a = bf16_to_float(yr[c]);
+                if (br) a += bf16_to_float(br[c]);
                 a = a > 0 ? a : 0;
                 if (xr) a += bf16_to_float(xr[c]);
                 yr[c] = float_to_bf16(a);
@@ -256,9 +260,15 @@ void lama_relu_add(void *y, const void *x, long rows, long cols, long ys, long x
         } else {
             float *yr = (float *)y + r * ys;
             const float *xr = x ? (const float *)x + r * xs : NULL;
+            const float *br = (const float *)b;
+            if (br)
+                for (long c = 0; c < cols; c++) {
+                    float a = yr[c] + br[c];
+                    yr[c] = a > 0 ? a : 0;
+                }
             if (xr)
                 for (long c = 0; c < cols; c++) yr[c] = (yr[c] > 0 ? yr[c] : 0) + xr[c];
-            else
+            else if (!br)
                 for (long c = 0; c < cols; c++) yr[c] = yr[c] > 0 ? yr[c] : 0;
         }
     }
