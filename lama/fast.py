@@ -34,6 +34,7 @@ from .winograd import TILES_PER_BAND, M, Workspace, band_tiles, filter_transform
 CL = torch.channels_last
 BAND_ELEMENTS = 1 << 22  # values per full-resolution band (16 MB in float32: under the mmap threshold)
 FFT_GROUP_BYTES = 16 << 20  # spectrum bytes per FFT call
+DFT_GROUP_BYTES = 8 << 20  # spectrum bytes per group of columns in the DFT products (FastSpectral._fourier_dft)
 HEAD_LEVELS = TAIL_LEVELS = 2  # downsamplings / upsamplings done in row bands with the full-resolution ends
 # Fourier units on maps up to this side use DFT products instead of pocketfft: in bfloat16 up to 2048x2048 inputs
 # (no float32 round trip; at 2048x2048 6.5 s against 10.5 s with pocketfft), in float32 up to 1024x1024 inputs
@@ -358,20 +359,27 @@ class FastSpectral(nn.Module):
         s.add_(back.view(-1, c2))
 
     def _fourier_dft(self, s: torch.Tensor, bhw: tuple[int, int, int], ws: Workspace) -> None:
-        """``s += FU(s)`` with the DFTs as matrix products (:func:`_dft_factors`), one product per stage."""
+        """``s += FU(s)`` with the DFTs as matrix products (:func:`_dft_factors`), one product per stage. The stages
+        between the DFTs along W (the one along H, the unit's conv, the inverse along H) go a group of spectrum
+        columns at a time, so that two of the three spectrum-sized buffers are :data:`DFT_GROUP_BYTES` at most
+        (at a 2048x2048 bfloat16 input they were 25 MB each)."""
         b, h, w = bhw
         c2 = s.shape[1]
         wf = w // 2 + 1
         d = ws.memo(("dft", h, w), lambda: _dft_factors(h, w, s.dtype, s.device))
-        rows, spec, fu = (ws.get(name, (2 * h, wf * c2)) for name in ("rows", "spec", "fu"))
+        group = max(1, min(wf, DFT_GROUP_BYTES // (2 * h * c2 * s.element_size())))
+        rows = ws.get("rows", (2 * h, wf * c2))
         for si in s.view(b, h, w, c2):
             torch.bmm(d["w"], si, out=rows.view(h, 2 * wf, c2))  # along W, per row: [H, 2, Wf, C]
-            torch.mm(d["h"], rows, out=spec)  # along H: [2, H, Wf, C]
-            re, im = spec.view(2, -1, c2)
-            for o, fu_o in enumerate(fu.view(2, -1, c2)):  # the unit's 1x1 conv + BN + ReLU, per output part
-                torch.mm(re, self.w_fu[2 * o], out=fu_o).addmm_(im, self.w_fu[2 * o + 1])
-                relu_add(fu_o, None, self.b_fu[o])
-            torch.mm(d["ih"], fu, out=rows)  # inverse along H: [H, 2, Wf, C]
+            for q0 in range(0, wf, group):
+                cols = rows[:, q0 * c2: min(wf, q0 + group) * c2]  # [(H, 2), (columns, C)]: a strided view
+                spec = torch.mm(d["h"], cols, out=ws.get("spec", cols.shape))  # along H: [2, H, columns, C]
+                re, im = spec.view(2, -1, c2)
+                fu = ws.get("fu", cols.shape)
+                for o, fu_o in enumerate(fu.view(2, -1, c2)):  # the unit's 1x1 conv + BN + ReLU, per output part
+                    torch.mm(re, self.w_fu[2 * o], out=fu_o).addmm_(im, self.w_fu[2 * o + 1])
+                    relu_add(fu_o, None, self.b_fu[o])
+                torch.mm(d["ih"], fu, out=cols)  # inverse along H, back into these columns: [H, 2, columns, C]
             si.baddbmm_(d["iw"], rows.view(h, 2 * wf, c2))  # inverse along W, added to s
 
 

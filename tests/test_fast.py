@@ -151,9 +151,12 @@ def test_winograd_is_the_default_on_the_cpu(small):
 
 
 @pytest.mark.parametrize(("h", "w"), [(64, 64), (40, 96), (24, 40)])
-def test_fourier_units_by_dft_products_equal_the_fft_ones(small, h, w, monkeypatch):
+@pytest.mark.parametrize("groups", ["one", "per column"])  # the spectrum's columns in one group, or one by one
+def test_fourier_units_by_dft_products_equal_the_fft_ones(small, h, w, groups, monkeypatch):
     from lama.fast import FastSpectral
 
+    if groups == "per column":
+        monkeypatch.setattr("lama.fast.DFT_GROUP_BYTES", 1)
     x = torch.rand(2, 4, h, w)
     with torch.no_grad():
         ref = small(x)

@@ -293,3 +293,19 @@ def test_classical_fill_changes_only_the_mask(photo):
         assert not np.array_equal(out[mask], photo[mask])
     with pytest.raises(LamaError, match="unknown classical method"):
         inpaint_classical(photo, mask, "magic")
+
+
+def test_the_fast_path_gets_its_input_channels_last_and_the_reference_its_own(model, photo):
+    """The fast path runs channels-last: an input made so is not copied again beside the first one (the head's
+    peak at 2048x2048); the reference path keeps the contiguous input it was checked with."""
+    seen = {}
+    for name, m in (("fast", model), ("reference", Inpainter(model.generator, fast=False))):
+        net = m.fast if m.fast is not None else m.generator
+        forward = net.forward
+        net.forward = lambda x, forward=forward, name=name: (seen.setdefault(name, x), forward(x))[1]
+        try:
+            m.predict_raw(torch.rand(1, 3, 40, 48), torch.ones(1, 1, 40, 48))
+        finally:
+            del net.forward
+    assert seen["fast"].is_contiguous(memory_format=torch.channels_last) and not seen["fast"].is_contiguous()
+    assert seen["reference"].is_contiguous()
