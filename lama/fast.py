@@ -506,16 +506,17 @@ class FastGenerator(nn.Module):
         """Rows per band so that a 64-channel full-resolution band stays near BAND_ELEMENTS values."""
         return max(16, BAND_ELEMENTS // (64 * width))
 
-    def _down_rows(self, xp: torch.Tensor, level: int, a0: int, a1: int, heights: list[int]) -> torch.Tensor:
-        """Rows ``a0:a1`` of the stem's output (level 0) or of ``down[level - 1]``'s, from the input
-        reflect-padded by 3; each level computes just the rows that the next one reads. ``heights``:
-        the rows of each level's output."""
-        if level == 0:
-            return conv2d_relu(xp[..., a0: a1 + 6, :], self.stem.w, self.stem.b)
+    def _down_rows(self, x: torch.Tensor, level: int, a0: int, a1: int, heights: list[int]) -> torch.Tensor:
+        """Rows ``a0:a1`` of the stem's output (level 0) or of ``down[level - 1]``'s, from the input ``x``; each
+        level computes just the rows that the next one reads. ``heights``: the rows of each level's output."""
+        if level == 0:  # input rows a0 - 3 .. a1 + 2, reflect-padded by 3 where they pass the image's edges
+            lo, hi = max(0, a0 - 3), min(heights[0], a1 + 3)
+            band = F.pad(x[..., lo:hi, :], (3, 3, lo - (a0 - 3), a1 + 3 - hi), mode="reflect")  # 4 channels
+            return conv2d_relu(band, self.stem.w, self.stem.b)
         d = self.down[level - 1]
         n = heights[level - 1]  # rows of this level's input
         lo, hi = max(0, 2 * a0 - 1), min(n, 2 * a1)  # a 3x3/stride-2 window at row a reads 2a-1 .. 2a+1
-        rows = self._down_rows(xp, level - 1, lo, hi, heights)
+        rows = self._down_rows(x, level - 1, lo, hi, heights)
         # the image's edges: reflect, as the padded conv would (computing the band unpadded and redoing its edges, as
         # conv2d_reflect does, was 2% slower in one process, alternating: the bands are small)
         band = F.pad(rows, (1, 1, 1 if a0 == 0 else 0, 1 if 2 * a1 > n else 0), mode="reflect")
@@ -526,7 +527,6 @@ class FastGenerator(nn.Module):
         maps never exist whole."""
         levels = min(HEAD_LEVELS, len(self.down))
         b, _, h, w = x.shape
-        xp = F.pad(x, (3, 3, 3, 3), mode="reflect")  # 4 channels: cheap
         heights, widths = [h], [w]
         for _ in range(levels):  # a 3x3/stride-2 conv padded by 1 gives ceil(n / 2)
             heights.append((heights[-1] + 1) // 2)
@@ -537,7 +537,7 @@ class FastGenerator(nn.Module):
         step = max(1, self._band_rows(w) >> levels)
         for a0 in range(0, ho, step):
             a1 = min(ho, a0 + step)
-            out[..., a0:a1, :] = self._down_rows(xp, levels, a0, a1, heights)
+            out[..., a0:a1, :] = self._down_rows(x, levels, a0, a1, heights)
         return out
 
     def _up_rows(self, x: torch.Tensor, ups: list[_UpBNReLU], lo: int, hi: int) -> torch.Tensor:
@@ -571,8 +571,15 @@ class FastGenerator(nn.Module):
             out[..., r0:r1, :] = F.conv2d(F.pad(v, (3, 3, 0, 0), mode="reflect"), self.out_horizontal, self.out_bias)
         return out
 
-    @torch.inference_mode()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run([x])
+
+    @torch.inference_mode()
+    def run(self, inputs: list[torch.Tensor]) -> torch.Tensor:
+        """:meth:`forward` on ``inputs``' one tensor, which it takes out of the list: where the caller keeps no other
+        reference, the input is freed after the head (64 MB at a 2048x2048 input in float32, alive otherwise
+        through the downsampling and the blocks, where the pass's memory peaks)."""
+        x = inputs.pop()
         if x.device.type == "cpu":
             heap.keep_freed_memory()  # freed layers' memory reused, not page-faulted in afresh (lama.heap)
         x = self._head(x.contiguous(memory_format=CL))

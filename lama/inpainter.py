@@ -157,8 +157,12 @@ class Inpainter:
         # 2048x2048 bfloat16 input, where the head is the pass's peak)
         x = x.to(self.dtype, memory_format=torch.channels_last) if self.fast is not None else x.to(self.dtype)
         del img, m  # large photos: nothing but the network's input stays alive during the forward pass
-        net = self.fast if self.fast is not None else self.generator
-        pred = net(x)[..., :h, :w].float()
+        if self.fast is not None:  # handed over, not kept here: the fast path frees it after its head
+            inputs = [x]
+            del x
+            pred = self.fast.run(inputs)[..., :h, :w].float()
+        else:
+            pred = self.generator(x)[..., :h, :w].float()
         return pred.to(images.device)
 
     @classmethod

@@ -297,15 +297,26 @@ def test_classical_fill_changes_only_the_mask(photo):
 
 def test_the_fast_path_gets_its_input_channels_last_and_the_reference_its_own(model, photo):
     """The fast path runs channels-last: an input made so is not copied again beside the first one (the head's
-    peak at 2048x2048); the reference path keeps the contiguous input it was checked with."""
+    peak at 2048x2048), and it is handed over with no reference kept, so that the fast path can free it after its
+    head; the reference path keeps the contiguous input it was checked with."""
+    import sys
+
     seen = {}
-    for name, m in (("fast", model), ("reference", Inpainter(model.generator, fast=False))):
-        net = m.fast if m.fast is not None else m.generator
-        forward = net.forward
-        net.forward = lambda x, forward=forward, name=name: (seen.setdefault(name, x), forward(x))[1]
-        try:
-            m.predict_raw(torch.rand(1, 3, 40, 48), torch.ones(1, 1, 40, 48))
-        finally:
-            del net.forward
+    reference = Inpainter(model.generator, fast=False)
+    run, forward = model.fast.run, reference.generator.forward
+
+    def fast_run(inputs):
+        seen["refs"] = sys.getrefcount(inputs[0])  # before this test keeps one
+        seen["fast"] = inputs[0]
+        return run(inputs)
+
+    model.fast.run = fast_run
+    reference.generator.forward = lambda x: (seen.setdefault("reference", x), forward(x))[1]
+    try:
+        model.predict_raw(torch.rand(1, 3, 40, 48), torch.ones(1, 1, 40, 48))
+        reference.predict_raw(torch.rand(1, 3, 40, 48), torch.ones(1, 1, 40, 48))
+    finally:
+        del model.fast.run, reference.generator.forward
     assert seen["fast"].is_contiguous(memory_format=torch.channels_last) and not seen["fast"].is_contiguous()
+    assert seen["refs"] == 2  # the list's and getrefcount's own: the caller keeps none
     assert seen["reference"].is_contiguous()
