@@ -261,15 +261,11 @@ void lama_relu_add(void *y, const void *x, const void *b, long rows, long cols, 
             float *yr = (float *)y + r * ys;
             const float *xr = x ? (const float *)x + r * xs : NULL;
             const float *br = (const float *)b;
-            if (br)
-                for (long c = 0; c < cols; c++) {
-                    float a = yr[c] + br[c];
-                    yr[c] = a > 0 ? a : 0;
-                }
-            if (xr)
-                for (long c = 0; c < cols; c++) yr[c] = (yr[c] > 0 ? yr[c] : 0) + xr[c];
-            else if (!br)
-                for (long c = 0; c < cols; c++) yr[c] = yr[c] > 0 ? yr[c] : 0;
+            for (long c = 0; c < cols; c++) { /* the pointer tests are loop-invariant: -O3 unswitches them */
+                float a = br ? yr[c] + br[c] : yr[c];
+                a = a > 0 ? a : 0;
+                yr[c] = xr ? a + xr[c] : a;
+            }
         }
     }
 }

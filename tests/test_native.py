@@ -173,7 +173,8 @@ def test_relu_then_residual_in_one_pass(dtype, residual, bias, compiled, monkeyp
     ref = torch.relu(y.double() + (b.double() if bias else 0)) + (x.double() if residual else 0)
     untouched = y_full[:, :20].clone()
     relu_add(y, x, b)
-    tol = 1e-6 if dtype == torch.float32 else 0.04  # bf16: a rounding or two of values up to ~8
+    # bf16: one rounding of values up to ~4, or two of values up to ~8 with the bias
+    tol = 1e-6 if dtype == torch.float32 else 0.04 if bias else 0.02
     assert (y.double() - ref).abs().max() <= tol and torch.equal(y_full[:, :20], untouched)
 
 
