@@ -1,11 +1,13 @@
-"""The fused Winograd transforms of ``winograd_native.c``: compiled once per machine, loaded with ctypes.
+"""The compiled kernels of the fast path, loaded with ctypes: the fused Winograd transforms (``winograd_native.c``,
+also the ReLU pass) and the Fourier unit's FFTs (``fft_native.c``).
 
-The C file is compiled with the system's C compiler (``cc``, or ``$CC``) for the CPU it runs on
-(``-O3 -march=native``, about a second) into the cache (``~/.cache/lama/native``, see :mod:`lama.machine`),
-under a name that hashes the source, the compiler, the flags and the CPU's model and features, so that a
-cache shared between machines never runs code built for another CPU. Where that fails (no compiler,
-another OS) :func:`library` returns None once with a logged reason, and :mod:`lama.winograd` keeps its
-PyTorch transforms, which compute the same values. ``LAMA_NATIVE=0`` turns the compiled path off.
+The C files are compiled with the system's C compiler (``cc``, or ``$CC``) for the CPU it runs on
+(``-O3 -march=native``, about a second) into one library in the cache (``~/.cache/lama/native``, see
+:mod:`lama.machine`), under a name that hashes the sources, the compiler, the flags and the CPU's model and
+features, so that a cache shared between machines never runs code built for another CPU. Where that fails (no
+compiler, another OS) :func:`library` returns None once with a logged reason, and :mod:`lama.winograd` keeps its
+PyTorch transforms and :mod:`lama.fast` its DFT products or pocketfft, which compute the same values.
+``LAMA_NATIVE=0`` turns the compiled path off.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ import torch
 
 from .machine import cache_dir, cpu_features, cpu_model
 
-SOURCE = Path(__file__).with_name("winograd_native.c")
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("winograd_native.c", "fft_native.c"))
 FLAGS = ("-O3", "-march=native", "-std=c11", "-shared", "-fPIC")
+LIBS = ("-lm",)
 # On x86 gcc and clang vectorise with 256-bit registers even where the CPU has AVX-512; 512-bit ones made the
 # bfloat16 transforms 20-27% faster on an AMX Xeon (the whole 512x512 pass 4%). Other architectures lack the option.
 X86_FLAGS = ("-mprefer-vector-width=512",)
@@ -47,7 +50,7 @@ def enabled() -> bool:
 
 
 def library() -> ctypes.CDLL | None:
-    """The compiled transforms, built on first use; None where they cannot be built or are turned off."""
+    """The compiled kernels, built on first use; None where they cannot be built or are turned off."""
     if not enabled():
         return None
     if "lib" in _state:  # the hot path: called for every band of every layer
@@ -57,7 +60,7 @@ def library() -> ctypes.CDLL | None:
             try:
                 _state["lib"] = _load(_build())
             except (OSError, subprocess.SubprocessError) as e:
-                log.warning("Winograd transforms: using the PyTorch ones, the C ones did not build: %s", e)
+                log.warning("compiled kernels: using PyTorch's, the C ones did not build: %s", e)
                 _state["lib"] = None
         return _state["lib"]  # type: ignore[return-value]
 
@@ -86,17 +89,18 @@ def _build() -> Path:
     if cc is None:
         raise OSError("no C compiler on PATH (cc, gcc or clang; or set CC)")
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60).stdout
-    key = hashlib.sha256("\n".join([SOURCE.read_text(), cc, version, " ".join(flags()), OPENMP, cpu_model(),
-                                    cpu_features(), platform.machine()]).encode()).hexdigest()[:16]
-    out = cache_dir() / "native" / f"winograd-{key}.so"
+    parts = [*(src.read_text() for src in SOURCES), cc, version, " ".join(flags()), OPENMP, cpu_model(), cpu_features(),
+             platform.machine()]
+    key = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+    out = cache_dir() / "native" / f"native-{key}.so"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         for attempt in ((*flags(), OPENMP), flags()):
-            done = subprocess.run([cc, *attempt, str(SOURCE), "-o", str(tmp)], capture_output=True, text=True,
-                                  timeout=300)
+            done = subprocess.run([cc, *attempt, *map(str, SOURCES), "-o", str(tmp), *LIBS], capture_output=True,
+                                  text=True, timeout=300)
             if done.returncode == 0:
                 break
         else:
@@ -114,6 +118,10 @@ def _load(path: Path) -> ctypes.CDLL:
     lib.lama_winograd_output.argtypes = [p, p, p, p, i, i, n, n, n, n, n, n, n, n, n, i]
     lib.lama_relu_add.argtypes = [p, p, p, n, n, n, n, i, i]
     lib.lama_winograd_input.restype = lib.lama_winograd_output.restype = lib.lama_relu_add.restype = None
+    f = ctypes.c_float
+    lib.lama_fft_rows.argtypes = lib.lama_ifft_rows_add.argtypes = [p, p, n, n, n, f, i]
+    lib.lama_fft_cols.argtypes = [p, p, n, n, n, n, n, n, n, i, f, i]
+    lib.lama_fft_rows.restype = lib.lama_ifft_rows_add.restype = lib.lama_fft_cols.restype = ctypes.c_int
     return lib
 
 
@@ -172,3 +180,55 @@ def relu_add(lib: ctypes.CDLL, y: torch.Tensor, x: torch.Tensor | None, bias: to
     lib.lama_relu_add(y.data_ptr(), None if x is None else x.data_ptr(), None if bias is None else bias.data_ptr(),
                       y.shape[0], y.shape[1], y.stride(0), 0 if x is None else x.stride(0), DTYPES[y.dtype],
                       torch.get_num_threads())
+
+
+FFT_RADICES = (2, 3, 5, 7)  # fft_native.c's butterflies
+
+
+def fft_size_ok(n: int) -> bool:
+    """Whether the compiled FFTs take a transform of ``n`` points: no prime factor but 2, 3, 5 and 7."""
+    for p in FFT_RADICES:
+        while n > 1 and n % p == 0:
+            n //= p
+    return n == 1
+
+
+def _fft_check(ok: bool, what: str, *tensors: torch.Tensor) -> None:
+    if not (ok and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)):
+        raise ValueError(f"{what}: {', '.join(str(tuple(t.shape)) for t in tensors)} do not fit")
+
+
+def _fft_done(rc: int, what: str) -> None:
+    if rc:
+        raise MemoryError(f"{what}: no memory for the transform's scratch")
+
+
+def fft_rows(lib: ctypes.CDLL, x: torch.Tensor, rows: torch.Tensor, scale: float) -> None:
+    """``rows`` [H, 2, W // 2 + 1, C] <- ``scale`` times the FFT along W of each row of ``x`` [H, W, C] (real):
+    real parts, then imaginary ones. float32, both contiguous."""
+    h, w, c = x.shape
+    _fft_check(x.is_contiguous() and rows.is_contiguous() and tuple(rows.shape) == (h, 2, w // 2 + 1, c)
+               and fft_size_ok(w), "fft_rows", x, rows)
+    _fft_done(lib.lama_fft_rows(x.data_ptr(), rows.data_ptr(), h, w, c, scale, torch.get_num_threads()), "fft_rows")
+
+
+def ifft_rows_add(lib: ctypes.CDLL, rows: torch.Tensor, x: torch.Tensor, scale: float) -> None:
+    """``x`` [H, W, C] += ``scale`` times the inverse real FFT along W of ``rows`` [H, 2, W // 2 + 1, C], as
+    ``irfft`` (the imaginary parts of the zero and the Nyquist frequency ignored)."""
+    h, w, c = x.shape
+    _fft_check(x.is_contiguous() and rows.is_contiguous() and tuple(rows.shape) == (h, 2, w // 2 + 1, c)
+               and fft_size_ok(w), "ifft_rows_add", rows, x)
+    _fft_done(lib.lama_ifft_rows_add(rows.data_ptr(), x.data_ptr(), h, w, c, scale, torch.get_num_threads()),
+              "ifft_rows_add")
+
+
+def fft_cols(lib: ctypes.CDLL, src: torch.Tensor, dst: torch.Tensor, inverse: bool, scale: float) -> None:
+    """``dst`` <- ``scale`` times the FFT (``inverse``: with e^{+i..}) along H of ``src``; both [H, 2, Q, C] views
+    (row, real/imaginary part, column, channel) with any strides on the first two dimensions and contiguous
+    columns of channels."""
+    h, _, q, c = src.shape
+    _fft_check(src.shape == dst.shape and src.shape[1] == 2 and all(t.stride()[2:] == (c, 1) for t in (src, dst))
+               and fft_size_ok(h), "fft_cols", src, dst)
+    (srs, sps), (drs, dps) = src.stride()[:2], dst.stride()[:2]
+    _fft_done(lib.lama_fft_cols(src.data_ptr(), dst.data_ptr(), h, q, c, srs, sps, drs, dps, int(inverse), scale,
+                                torch.get_num_threads()), "fft_cols")

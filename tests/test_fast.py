@@ -150,26 +150,42 @@ def test_winograd_is_the_default_on_the_cpu(small):
         FastGenerator(small, kernel="fft")
 
 
-@pytest.mark.parametrize(("h", "w"), [(64, 64), (40, 96), (24, 40)])
+@pytest.mark.parametrize(("h", "w"), [(64, 64), (40, 96), (24, 40), (56, 120)])
 @pytest.mark.parametrize("groups", ["one", "per column"])  # the spectrum's columns in one group, or one by one
-def test_fourier_units_by_dft_products_equal_the_fft_ones(small, h, w, groups, monkeypatch):
+@pytest.mark.parametrize("path", ["dft", "compiled"])
+def test_fourier_units_by_dft_products_or_compiled_ffts_equal_the_reference(small, h, w, groups, path, monkeypatch):
+    """At these inputs the blocks' maps (8, 5, 3, 7 pixels a side, and 12, 15) take every radix of the compiled
+    FFTs; the reference generator uses pocketfft."""
+    from lama import native
     from lama.fast import FastSpectral
 
+    if path == "compiled" and native.library() is None:
+        pytest.skip("no compiled kernels on this machine")
     if groups == "per column":
         monkeypatch.setattr("lama.fast.DFT_GROUP_BYTES", 1)
     x = torch.rand(2, 4, h, w)
     with torch.no_grad():
         ref = small(x)
     fast = FastGenerator(small)
-    monkeypatch.setattr(FastSpectral, "use_dft", lambda self, h, w: True)  # float32 would use pocketfft
+    monkeypatch.setattr(FastSpectral, "fourier_path", lambda self, h, w: path)
     assert (fast(x) - ref).abs().max() <= 1e-5
 
 
-def test_dft_products_on_small_maps_only(small):
+def test_fourier_path_per_dtype_and_size(small, monkeypatch):
+    """float32 takes the compiled FFTs where they build and the size has no prime factor above 7, else DFT
+    products on small maps and pocketfft on large ones; bfloat16 keeps its DFT products (the matrix units) on maps
+    up to 256."""
+    from lama import native
+
     spectral = FastGenerator(small).to(torch.bfloat16).blocks[0].conv1.spectral
-    assert spectral.use_dft(64, 64) and spectral.use_dft(256, 256) and not spectral.use_dft(1024, 64)
-    spectral = FastGenerator(small).blocks[0].conv1.spectral  # float32: pocketfft above 128
-    assert spectral.use_dft(128, 128) and not spectral.use_dft(256, 256)
+    assert [spectral.fourier_path(*hw) for hw in [(64, 64), (256, 256), (1024, 64)]] == ["dft", "dft", "pocketfft"]
+    spectral = FastGenerator(small).blocks[0].conv1.spectral
+    if native.library() is not None:
+        assert spectral.fourier_path(64, 96) == spectral.fourier_path(256, 250) == "compiled"
+    assert spectral.fourier_path(64, 67) == "dft" and spectral.fourier_path(128, 127) == "dft"  # 67, 127: primes
+    assert spectral.fourier_path(256, 262) == "pocketfft"  # 131: prime
+    monkeypatch.setenv("LAMA_NATIVE", "0")
+    assert spectral.fourier_path(64, 64) == "dft" and spectral.fourier_path(256, 256) == "pocketfft"
 
 
 def test_reflect_padded_conv_in_bfloat16_has_no_nans():

@@ -80,9 +80,9 @@ def test_same_model_name_other_instruction_sets_measures_again(small, measuring,
 def test_new_winograd_transforms_measure_again(small, measuring, monkeypatch):
     """Another build of the compiled transforms (a new source or compiler flags) may change which kernel is faster."""
     cache, timed = measuring
-    monkeypatch.setattr(kc.native, "build_id", lambda: "winograd-0123456789abcdef")
+    monkeypatch.setattr(kc.native, "build_id", lambda: "native-0123456789abcdef")
     kc.choose_kernel(small, torch.float32)
-    monkeypatch.setattr(kc.native, "build_id", lambda: "winograd-fedcba9876543210")
+    monkeypatch.setattr(kc.native, "build_id", lambda: "native-fedcba9876543210")
     kc.choose_kernel(small, torch.float32)
     assert len(timed) == 4 * kc.ROUNDS and len(json.loads(cache.read_text())) == 2
 
