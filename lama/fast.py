@@ -398,9 +398,10 @@ class FastSpectral(nn.Module):
                 re, im = spec.view(2, -1, c2)
                 for o, fu_o in enumerate(fu.view(2, -1, c2)):  # the unit's 1x1 conv + BN + ReLU, per output part
                     torch.mm(re, self.w_fu[2 * o], out=fu_o).addmm_(im, self.w_fu[2 * o + 1])
-                    relu_add(fu_o, None, self.b_fu[o])
-                if lib:  # inverse along H, back into these columns
-                    native.fft_cols(lib, fu.transpose(0, 1), cols, True, sh)
+                    if not lib:
+                        relu_add(fu_o, None, self.b_fu[o])
+                if lib:  # inverse along H (of the ReLU, with the bias, read there), back into these columns
+                    native.fft_cols(lib, fu.transpose(0, 1), cols, True, sh, relu_bias=self.b_fu)
                 else:
                     torch.mm(d["ih"], fu.view(2 * h, -1), out=flat)
             if lib:  # inverse along W, added to s

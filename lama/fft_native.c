@@ -22,6 +22,7 @@
 #include <string.h>
 
 typedef float v16 __attribute__((vector_size(64)));
+typedef int v16i __attribute__((vector_size(64)));
 #define VL 16          /* channels per vector */
 #define MAX_STAGES 64
 #define MAX_RADIX 7    /* the generic butterfly's scratch */
@@ -43,6 +44,9 @@ static inline void vstore(float *dst, v16 v, int n) {
     if (n == VL) memcpy(dst, &v, sizeof v);
     else memcpy(dst, &v, (size_t)n * sizeof(float));
 }
+
+/* max(v, 0) by a mask (C has no ?: on vectors); NaN gives 0, as lama_relu_add */
+static inline v16 relu(v16 v) { return (v16)((v16i)v & (v > (v16){0})); }
 
 typedef struct {
     int n, stages, radix[MAX_STAGES];
@@ -227,10 +231,12 @@ int lama_fft_rows(const float *x, float *rows, long h, long w, long c, float sca
     return failed ? -1 : 0;
 }
 
-/* dst <- scale * the FFT (inverse: e^{+i..}) along H of ncols columns of src (layouts above: rs, ps per tensor).
-   Columns go COL_PANEL at a time, so that each row's read is one contiguous run. */
-int lama_fft_cols(const float *src, float *dst, long h, long ncols, long c, long srs, long sps, long drs, long dps,
-                  int inverse, float scale, int threads) {
+/* dst <- scale * the FFT (inverse: e^{+i..}) along H of ncols columns of src (layouts above: rs, ps per tensor);
+   with `bias` [2, C] (real part's, imaginary part's), of relu(src + bias) instead: the Fourier unit's conv, BN
+   and ReLU end there, and its values are read once. Columns go COL_PANEL at a time, so that each row's read is
+   one contiguous run. */
+int lama_fft_cols(const float *src, float *dst, const float *bias, long h, long ncols, long c, long srs, long sps,
+                  long drs, long dps, int inverse, float scale, int threads) {
     long nb = (c + VL - 1) / VL, P = COL_PANEL * nb, npan = (ncols + COL_PANEL - 1) / COL_PANEL;
     int failed = 0;
     plan_t pl;
@@ -249,10 +255,14 @@ int lama_fft_cols(const float *src, float *dst, long h, long ncols, long c, long
             v16 *xr = buf, *xi = buf + h * Pg, *yr = buf + 2 * h * Pg, *yi = buf + 3 * h * Pg;
             for (long t = 0; t < h; t++)
                 for (long l = 0; l < Pg; l++) {
-                    long off = t * srs + (q0 + l / nb) * c + l % nb * VL;
-                    int n = lanes(c, l % nb * VL);
+                    long c0 = l % nb * VL, off = t * srs + (q0 + l / nb) * c + c0;
+                    int n = lanes(c, c0);
                     xr[t * Pg + l] = vload(src + off, n);
                     xi[t * Pg + l] = vload(src + off + sps, n);
+                    if (bias) {
+                        xr[t * Pg + l] = relu(xr[t * Pg + l] + vload(bias + c0, n));
+                        xi[t * Pg + l] = relu(xi[t * Pg + l] + vload(bias + c + c0, n));
+                    }
                 }
             if (fft_run(&pl, Pg, xr, xi, yr, yi, inverse)) {
                 xr = yr;

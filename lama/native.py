@@ -120,7 +120,7 @@ def _load(path: Path) -> ctypes.CDLL:
     lib.lama_winograd_input.restype = lib.lama_winograd_output.restype = lib.lama_relu_add.restype = None
     f = ctypes.c_float
     lib.lama_fft_rows.argtypes = lib.lama_ifft_rows_add.argtypes = [p, p, n, n, n, f, i]
-    lib.lama_fft_cols.argtypes = [p, p, n, n, n, n, n, n, n, i, f, i]
+    lib.lama_fft_cols.argtypes = [p, p, p, n, n, n, n, n, n, n, i, f, i]
     lib.lama_fft_rows.restype = lib.lama_ifft_rows_add.restype = lib.lama_fft_cols.restype = ctypes.c_int
     return lib
 
@@ -222,13 +222,17 @@ def ifft_rows_add(lib: ctypes.CDLL, rows: torch.Tensor, x: torch.Tensor, scale: 
               "ifft_rows_add")
 
 
-def fft_cols(lib: ctypes.CDLL, src: torch.Tensor, dst: torch.Tensor, inverse: bool, scale: float) -> None:
-    """``dst`` <- ``scale`` times the FFT (``inverse``: with e^{+i..}) along H of ``src``; both [H, 2, Q, C] views
-    (row, real/imaginary part, column, channel) with any strides on the first two dimensions and contiguous
-    columns of channels."""
+def fft_cols(lib: ctypes.CDLL, src: torch.Tensor, dst: torch.Tensor, inverse: bool, scale: float,
+             relu_bias: torch.Tensor | None = None) -> None:
+    """``dst`` <- ``scale`` times the FFT (``inverse``: with e^{+i..}) along H of ``src``, or of
+    ``relu(src + relu_bias)`` where ``relu_bias`` [2, C] (real parts', imaginary parts') is given; ``src``, ``dst``:
+    [H, 2, Q, C] views (row, real/imaginary part, column, channel) with any strides on the first two dimensions
+    and contiguous columns of channels."""
     h, _, q, c = src.shape
+    tensors = [src, dst] + ([] if relu_bias is None else [relu_bias])
     _fft_check(src.shape == dst.shape and src.shape[1] == 2 and all(t.stride()[2:] == (c, 1) for t in (src, dst))
-               and fft_size_ok(h), "fft_cols", src, dst)
+               and (relu_bias is None or (relu_bias.is_contiguous() and tuple(relu_bias.shape) == (2, c)))
+               and fft_size_ok(h), "fft_cols", *tensors)
     (srs, sps), (drs, dps) = src.stride()[:2], dst.stride()[:2]
-    _fft_done(lib.lama_fft_cols(src.data_ptr(), dst.data_ptr(), h, q, c, srs, sps, drs, dps, int(inverse), scale,
-                                torch.get_num_threads()), "fft_cols")
+    _fft_done(lib.lama_fft_cols(src.data_ptr(), dst.data_ptr(), None if relu_bias is None else relu_bias.data_ptr(),
+                                h, q, c, srs, sps, drs, dps, int(inverse), scale, torch.get_num_threads()), "fft_cols")

@@ -92,3 +92,19 @@ def test_tensors_that_do_not_fit_are_refused():
         native.fft_cols(lib, torch.zeros(8, 2, 3, 16), torch.zeros(8, 2, 4, 16), False, 1.0)  # other shapes
     with pytest.raises(ValueError, match="do not fit"):
         native.fft_cols(lib, torch.zeros(8, 2, 3, 32)[..., ::2], torch.zeros(8, 2, 3, 16), False, 1.0)  # strided C
+
+
+@needs_library
+def test_column_transform_of_the_relu_with_a_bias():
+    """The Fourier unit's BN bias and ReLU, applied as the inverse transform reads its input."""
+    lib = native.library()
+    gen = torch.Generator().manual_seed(2)
+    src, bias = torch.randn(2, 10, 6, 40, generator=gen), torch.randn(2, 40, generator=gen)
+    out = torch.empty(10, 2, 6, 40)
+    native.fft_cols(lib, src.transpose(0, 1), out, True, 0.5, relu_bias=bias)
+    act = torch.relu(src.double() + bias.double()[:, None, None])
+    ref = 0.5 * torch.fft.ifft(torch.complex(act[0], act[1]), dim=0, norm="forward")
+    assert (out[:, 0].double() - ref.real).abs().max() <= 1e-5 and (out[:, 1].double() - ref.imag).abs().max() <= 1e-5
+    assert torch.equal(src, torch.randn(2, 10, 6, 40, generator=torch.Generator().manual_seed(2)))  # read only
+    with pytest.raises(ValueError, match="do not fit"):
+        native.fft_cols(lib, src.transpose(0, 1), out, True, 0.5, relu_bias=bias[:, :20])
