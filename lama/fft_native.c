@@ -15,7 +15,8 @@
      cols  point (row i, column q, channel ch) at i*rs + q*C + ch (real part), + ps (imaginary part): the
            complex spectra whose columns are transformed along H (rows' columns, or [2, H, columns, C] blocks)
    Scaling is the caller's (`scale`, e.g. 1 / sqrt(n) per axis for norm="ortho"). Functions return 0, or -1
-   where a size has a prime factor above MAX_RADIX or memory ran out (nothing then is written). */
+   where a size has a prime factor above MAX_RADIX (nothing is written) or memory ran out (the output is then
+   incomplete). */
 
 #include <math.h>
 #include <stdlib.h>
@@ -179,162 +180,174 @@ static v16 *scratch(long n, long P) {
     return aligned_alloc(64, sizeof(v16) * (size_t)(4 * n * P));
 }
 
-/* rows <- scale * the FFT along W of each row of x (real). Two rows make one complex transform, the second as its
-   imaginary part; their spectra are told apart by symmetry: X1[k] = (Z[k] + conj Z[W-k]) / 2,
-   X2[k] = (Z[k] - conj Z[W-k]) / 2i. */
-int lama_fft_rows(const float *x, float *rows, long h, long w, long c, float scale, int threads) {
-    long wf = w / 2 + 1, nb = (c + VL - 1) / VL, ngb = (nb + ROW_BLOCKS - 1) / ROW_BLOCKS;
-    int failed = 0;
+/* Pairs of map rows r, r + 1 (the second absent where r is the last) as one complex transform along W, P channel
+   vectors from vector b0 on. Forward: x1 + i x2 from the map; the spectra are told apart by symmetry after,
+   X1[k] = (Z[k] + conj Z[W-k]) / 2, X2[k] = (Z[k] - conj Z[W-k]) / 2i. Inverse: the half spectra X1, X2 extended to
+   all W frequencies as Hermitian ones (the imaginary parts of the zero and, even W, the Nyquist frequency ignored,
+   as irfft does), Z = X1 + i X2, whose inverse is x1 + i x2. */
+static void rows_load(const float *src, v16 *xr, v16 *xi, long r, int two, long b0, long P, long w, long c,
+                      int inverse) {
+    long wf = w / 2 + 1;
+    for (long l = 0; l < P; l++) {
+        long c0 = (b0 + l) * VL;
+        int n = lanes(c, c0);
+        if (!inverse) {
+            for (long t = 0; t < w; t++) {
+                xr[t * P + l] = vload(src + (r * w + t) * c + c0, n);
+                xi[t * P + l] = two ? vload(src + ((r + 1) * w + t) * c + c0, n) : (v16){0};
+            }
+            continue;
+        }
+        for (long k = 0; k < wf; k++) {
+            int real = k == 0 || 2 * k == w;
+            const float *in = src + (r * 2 * wf + k) * c + c0;
+            v16 ar = vload(in, n), ai = real ? (v16){0} : vload(in + wf * c, n);
+            v16 br = two ? vload(in + 2 * wf * c, n) : (v16){0};
+            v16 bi = two && !real ? vload(in + 3 * wf * c, n) : (v16){0};
+            xr[k * P + l] = ar - bi; /* Z[k] = X1[k] + i X2[k] */
+            xi[k * P + l] = ai + br;
+            if (!real) { /* Z[W-k] = conj X1[k] + i conj X2[k] */
+                xr[(w - k) * P + l] = ar + bi;
+                xi[(w - k) * P + l] = br - ai;
+            }
+        }
+    }
+}
+
+static void rows_store(const v16 *xr, const v16 *xi, float *dst, long r, int two, long b0, long P, long w, long c,
+                       float scale, int inverse) {
+    long wf = w / 2 + 1;
+    for (long l = 0; l < P; l++) {
+        long c0 = (b0 + l) * VL;
+        int n = lanes(c, c0);
+        if (inverse) { /* added to the map */
+            for (long t = 0; t < w; t++) {
+                float *out = dst + (r * w + t) * c + c0;
+                vstore(out, vload(out, n) + xr[t * P + l] * scale, n);
+                if (two) vstore(out + w * c, vload(out + w * c, n) + xi[t * P + l] * scale, n);
+            }
+            continue;
+        }
+        for (long k = 0; k < wf; k++) {
+            long mk = (k ? w - k : 0) * P + l;
+            v16 ar = xr[k * P + l], ai = xi[k * P + l], cr = xr[mk], ci = xi[mk];
+            float *out = dst + (r * 2 * wf + k) * c + c0;
+            vstore(out, (ar + cr) * (0.5f * scale), n);
+            vstore(out + wf * c, (ai - ci) * (0.5f * scale), n);
+            if (two) {
+                vstore(out + 2 * wf * c, (ai + ci) * (0.5f * scale), n);
+                vstore(out + 3 * wf * c, (cr - ar) * (0.5f * scale), n);
+            }
+        }
+    }
+}
+
+/* A pass of transforms along one axis: its shape and tensors (the fields its tasks read), and its task. */
+typedef struct pass pass_t;
+struct pass {
     plan_t pl;
-    if (plan_make(&pl, (int)w, 0)) return plan_free(&pl), -1;
+    int inverse;
+    long tasks, vectors;     /* tasks of at most `vectors` channel vectors per point */
+    const float *src, *bias; /* bias: along H only, optional */
+    float *dst, scale;
+    long h, w, c, ncols, srs, sps, drs, dps;
+    void (*task)(const pass_t *ps, long i, v16 *buf);
+};
+
+/* Runs the pass's tasks on the threads, each with scratch for its batch; -1 where a size has no plan or memory ran
+   out (no task then writes where the scratch is missing). */
+static int run_pass(pass_t *ps, long n, int threads) {
+    int failed = 0;
+    if (plan_make(&ps->pl, (int)n, ps->inverse)) return plan_free(&ps->pl), -1;
 #pragma omp parallel num_threads(threads < 1 ? 1 : threads)
     {
-        v16 *buf = scratch(w, ROW_BLOCKS);
-        const float half = 0.5f * scale;
+        v16 *buf = scratch(n, ps->vectors);
         if (!buf) {
 #pragma omp atomic write
             failed = 1;
         }
 #pragma omp for schedule(static)
-        for (long i = 0; i < (h + 1) / 2 * ngb; i++) {
-            if (!buf) continue;
-            long r = i / ngb * 2, b0 = i % ngb * ROW_BLOCKS, P = nb - b0 < ROW_BLOCKS ? nb - b0 : ROW_BLOCKS;
-            int two = r + 1 < h;
-            v16 *xr = buf, *xi = buf + w * P, *yr = buf + 2 * w * P, *yi = buf + 3 * w * P;
-            for (long t = 0; t < w; t++)
-                for (long l = 0; l < P; l++) {
-                    long c0 = (b0 + l) * VL;
-                    xr[t * P + l] = vload(x + (r * w + t) * c + c0, lanes(c, c0));
-                    xi[t * P + l] = two ? vload(x + ((r + 1) * w + t) * c + c0, lanes(c, c0)) : (v16){0};
-                }
-            if (fft_run(&pl, P, xr, xi, yr, yi, 0)) {
-                xr = yr;
-                xi = yi;
-            }
-            for (long k = 0; k < wf; k++)
-                for (long l = 0; l < P; l++) {
-                    long c0 = (b0 + l) * VL, mk = (k ? w - k : 0) * P + l;
-                    int n = lanes(c, c0);
-                    v16 ar = xr[k * P + l], ai = xi[k * P + l], cr = xr[mk], ci = xi[mk];
-                    float *out = rows + (r * 2 * wf + k) * c + c0;
-                    vstore(out, (ar + cr) * half, n);
-                    vstore(out + wf * c, (ai - ci) * half, n);
-                    if (two) {
-                        vstore(out + 2 * wf * c, (ai + ci) * half, n);
-                        vstore(out + 3 * wf * c, (cr - ar) * half, n);
-                    }
-                }
-        }
+        for (long i = 0; i < ps->tasks; i++)
+            if (buf) ps->task(ps, i, buf);
         free(buf);
     }
-    plan_free(&pl);
+    plan_free(&ps->pl);
     return failed ? -1 : 0;
+}
+
+/* The transform of (xr, xi), n points of P vectors; the result's arrays (the scratch holds two pairs) */
+static void transform(const pass_t *ps, long n, long P, v16 *buf, v16 **xr, v16 **xi) {
+    *xr = buf;
+    *xi = buf + n * P;
+    if (fft_run(&ps->pl, P, buf, buf + n * P, buf + 2 * n * P, buf + 3 * n * P, ps->inverse)) {
+        *xr = buf + 2 * n * P;
+        *xi = buf + 3 * n * P;
+    }
+}
+
+/* Along W: ROW_BLOCKS channel vectors of a pair of rows per task; map -> rows (forward), rows -> added to the map
+   (inverse) */
+static void rows_task(const pass_t *ps, long i, v16 *buf) {
+    long w = ps->w, nb = (ps->c + VL - 1) / VL, ngb = (nb + ROW_BLOCKS - 1) / ROW_BLOCKS;
+    long r = i / ngb * 2, b0 = i % ngb * ROW_BLOCKS, P = nb - b0 < ROW_BLOCKS ? nb - b0 : ROW_BLOCKS;
+    int two = r + 1 < ps->h;
+    v16 *xr, *xi;
+    rows_load(ps->src, buf, buf + w * P, r, two, b0, P, w, ps->c, ps->inverse);
+    transform(ps, w, P, buf, &xr, &xi);
+    rows_store(xr, xi, ps->dst, r, two, b0, P, w, ps->c, ps->scale, ps->inverse);
+}
+
+static int rows_pass(const float *src, float *dst, long h, long w, long c, float scale, int inverse, int threads) {
+    long nb = (c + VL - 1) / VL;
+    pass_t ps = {.inverse = inverse, .tasks = (h + 1) / 2 * ((nb + ROW_BLOCKS - 1) / ROW_BLOCKS),
+                 .vectors = ROW_BLOCKS, .src = src, .dst = dst, .scale = scale, .h = h, .w = w, .c = c,
+                 .task = rows_task};
+    return run_pass(&ps, w, threads);
+}
+
+/* rows <- scale * the FFT along W of each row of x (real) */
+int lama_fft_rows(const float *x, float *rows, long h, long w, long c, float scale, int threads) {
+    return rows_pass(x, rows, h, w, c, scale, 0, threads);
+}
+
+/* x += scale * the inverse real FFT along W of each row of rows, a half spectrum, as irfft */
+int lama_ifft_rows_add(const float *rows, float *x, long h, long w, long c, float scale, int threads) {
+    return rows_pass(rows, x, h, w, c, scale, 1, threads);
+}
+
+/* Along H: the channels of COL_PANEL columns per task, so that each row's read is one contiguous run */
+static void cols_task(const pass_t *ps, long g, v16 *buf) {
+    long h = ps->h, c = ps->c, nb = (c + VL - 1) / VL, q0 = g * COL_PANEL;
+    long P = (ps->ncols - q0 < COL_PANEL ? ps->ncols - q0 : COL_PANEL) * nb;
+    v16 *xr = buf, *xi = buf + h * P;
+    for (long t = 0; t < h; t++)
+        for (long l = 0; l < P; l++) {
+            long c0 = l % nb * VL, off = t * ps->srs + (q0 + l / nb) * c + c0;
+            int n = lanes(c, c0);
+            xr[t * P + l] = vload(ps->src + off, n);
+            xi[t * P + l] = vload(ps->src + off + ps->sps, n);
+            if (ps->bias) {
+                xr[t * P + l] = relu(xr[t * P + l] + vload(ps->bias + c0, n));
+                xi[t * P + l] = relu(xi[t * P + l] + vload(ps->bias + c + c0, n));
+            }
+        }
+    transform(ps, h, P, buf, &xr, &xi);
+    for (long k = 0; k < h; k++)
+        for (long l = 0; l < P; l++) {
+            long c0 = l % nb * VL, off = k * ps->drs + (q0 + l / nb) * c + c0;
+            int n = lanes(c, c0);
+            vstore(ps->dst + off, xr[k * P + l] * ps->scale, n);
+            vstore(ps->dst + off + ps->dps, xi[k * P + l] * ps->scale, n);
+        }
 }
 
 /* dst <- scale * the FFT (inverse: e^{+i..}) along H of ncols columns of src (layouts above: rs, ps per tensor);
    with `bias` [2, C] (real part's, imaginary part's), of relu(src + bias) instead: the Fourier unit's conv, BN
-   and ReLU end there, and its values are read once. Columns go COL_PANEL at a time, so that each row's read is
-   one contiguous run. */
+   and ReLU end there, and its values are read once. */
 int lama_fft_cols(const float *src, float *dst, const float *bias, long h, long ncols, long c, long srs, long sps,
                   long drs, long dps, int inverse, float scale, int threads) {
-    long nb = (c + VL - 1) / VL, P = COL_PANEL * nb, npan = (ncols + COL_PANEL - 1) / COL_PANEL;
-    int failed = 0;
-    plan_t pl;
-    if (plan_make(&pl, (int)h, inverse)) return plan_free(&pl), -1;
-#pragma omp parallel num_threads(threads < 1 ? 1 : threads)
-    {
-        v16 *buf = scratch(h, P);
-        if (!buf) {
-#pragma omp atomic write
-            failed = 1;
-        }
-#pragma omp for schedule(static)
-        for (long g = 0; g < npan; g++) {
-            if (!buf) continue;
-            long q0 = g * COL_PANEL, Pg = (ncols - q0 < COL_PANEL ? ncols - q0 : COL_PANEL) * nb;
-            v16 *xr = buf, *xi = buf + h * Pg, *yr = buf + 2 * h * Pg, *yi = buf + 3 * h * Pg;
-            for (long t = 0; t < h; t++)
-                for (long l = 0; l < Pg; l++) {
-                    long c0 = l % nb * VL, off = t * srs + (q0 + l / nb) * c + c0;
-                    int n = lanes(c, c0);
-                    xr[t * Pg + l] = vload(src + off, n);
-                    xi[t * Pg + l] = vload(src + off + sps, n);
-                    if (bias) {
-                        xr[t * Pg + l] = relu(xr[t * Pg + l] + vload(bias + c0, n));
-                        xi[t * Pg + l] = relu(xi[t * Pg + l] + vload(bias + c + c0, n));
-                    }
-                }
-            if (fft_run(&pl, Pg, xr, xi, yr, yi, inverse)) {
-                xr = yr;
-                xi = yi;
-            }
-            for (long k = 0; k < h; k++)
-                for (long l = 0; l < Pg; l++) {
-                    long off = k * drs + (q0 + l / nb) * c + l % nb * VL;
-                    int n = lanes(c, l % nb * VL);
-                    vstore(dst + off, xr[k * Pg + l] * scale, n);
-                    vstore(dst + off + dps, xi[k * Pg + l] * scale, n);
-                }
-        }
-        free(buf);
-    }
-    plan_free(&pl);
-    return failed ? -1 : 0;
-}
-
-/* x += scale * the inverse real FFT along W of each row of rows, a half spectrum: the imaginary parts of the zero
-   and (even W) the Nyquist frequency are ignored, as irfft does. Two rows make one complex transform: the
-   Hermitian spectra X1, X2 extended to all W frequencies, Z = X1 + i X2, whose inverse is x1 + i x2. */
-int lama_ifft_rows_add(const float *rows, float *x, long h, long w, long c, float scale, int threads) {
-    long wf = w / 2 + 1, nb = (c + VL - 1) / VL, ngb = (nb + ROW_BLOCKS - 1) / ROW_BLOCKS;
-    int failed = 0;
-    plan_t pl;
-    if (plan_make(&pl, (int)w, 1)) return plan_free(&pl), -1;
-#pragma omp parallel num_threads(threads < 1 ? 1 : threads)
-    {
-        v16 *buf = scratch(w, ROW_BLOCKS);
-        if (!buf) {
-#pragma omp atomic write
-            failed = 1;
-        }
-#pragma omp for schedule(static)
-        for (long i = 0; i < (h + 1) / 2 * ngb; i++) {
-            if (!buf) continue;
-            long r = i / ngb * 2, b0 = i % ngb * ROW_BLOCKS, P = nb - b0 < ROW_BLOCKS ? nb - b0 : ROW_BLOCKS;
-            int two = r + 1 < h;
-            v16 *xr = buf, *xi = buf + w * P, *yr = buf + 2 * w * P, *yi = buf + 3 * w * P;
-            for (long k = 0; k < wf; k++) {
-                int real = k == 0 || 2 * k == w;
-                for (long l = 0; l < P; l++) {
-                    long c0 = (b0 + l) * VL;
-                    int n = lanes(c, c0);
-                    const float *in = rows + (r * 2 * wf + k) * c + c0;
-                    v16 ar = vload(in, n), ai = real ? (v16){0} : vload(in + wf * c, n);
-                    v16 br = two ? vload(in + 2 * wf * c, n) : (v16){0};
-                    v16 bi = two && !real ? vload(in + 3 * wf * c, n) : (v16){0};
-                    xr[k * P + l] = ar - bi; /* Z[k] = X1[k] + i X2[k] */
-                    xi[k * P + l] = ai + br;
-                    if (!real) { /* Z[W-k] = conj X1[k] + i conj X2[k] */
-                        xr[(w - k) * P + l] = ar + bi;
-                        xi[(w - k) * P + l] = br - ai;
-                    }
-                }
-            }
-            if (fft_run(&pl, P, xr, xi, yr, yi, 1)) {
-                xr = yr;
-                xi = yi;
-            }
-            for (long t = 0; t < w; t++)
-                for (long l = 0; l < P; l++) {
-                    long c0 = (b0 + l) * VL;
-                    int n = lanes(c, c0);
-                    float *out = x + (r * w + t) * c + c0;
-                    vstore(out, vload(out, n) + xr[t * P + l] * scale, n);
-                    if (two) vstore(out + w * c, vload(out + w * c, n) + xi[t * P + l] * scale, n);
-                }
-        }
-        free(buf);
-    }
-    plan_free(&pl);
-    return failed ? -1 : 0;
+    pass_t ps = {.inverse = inverse, .tasks = (ncols + COL_PANEL - 1) / COL_PANEL,
+                 .vectors = COL_PANEL * ((c + VL - 1) / VL), .src = src, .bias = bias, .dst = dst, .scale = scale,
+                 .h = h, .c = c, .ncols = ncols, .srs = srs, .sps = sps, .drs = drs, .dps = dps, .task = cols_task};
+    return run_pass(&ps, h, threads);
 }
