@@ -22,6 +22,8 @@ no LFU); :func:`supports` says whether a generator has it, and other ones keep t
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,6 +33,9 @@ from .dft import dft_matrices
 from .ffc import FFC_BN_ACT, FFCResnetBlock, SpectralTransform
 from .generator import FFCResNetGenerator
 from .winograd import TILES_PER_BAND, M, Workspace, band_tiles, filter_transform, output_tiles
+
+if TYPE_CHECKING:
+    import ctypes
 
 CL = torch.channels_last
 BAND_ELEMENTS = 1 << 22  # values per full-resolution band (16 MB in float32: under the mmap threshold)
@@ -336,7 +341,11 @@ class FastSpectral(nn.Module):
                 residual_g: torch.Tensor | None = None) -> None:
         """``out_g = relu(out_g + w2 (s + FU(s))) (+ residual_g)``; ``out_g`` a ``[B H W, C]`` view, updated in
         place."""
-        (self._fourier_fft if self.fourier_path(*bhw[1:]) == "pocketfft" else self._fourier_dft)(s, bhw, ws)
+        path = self.fourier_path(*bhw[1:])
+        if path == "pocketfft":
+            self._fourier_fft(s, bhw, ws)
+        else:
+            self._fourier_dft(s, bhw, ws, native.library() if path == "compiled" else None)
         relu_add(out_g.addmm_(s, self.w2.t()), residual_g)
 
     def _fourier_fft(self, s: torch.Tensor, bhw: tuple[int, int, int], ws: Workspace) -> None:
@@ -366,16 +375,16 @@ class FastSpectral(nn.Module):
                              out=back[..., c0: c0 + group])
         s.add_(back.view(-1, c2))
 
-    def _fourier_dft(self, s: torch.Tensor, bhw: tuple[int, int, int], ws: Workspace) -> None:
-        """``s += FU(s)``, one transform per axis and direction: by the compiled FFTs (:mod:`lama.native`), or by DFT
-        matrix products (:func:`_dft_factors`), one product per stage. The stages between the transforms along W
-        (the one along H, the unit's conv, the inverse along H) go a group of spectrum columns at a time, so that
-        two of the three spectrum-sized buffers are :data:`DFT_GROUP_BYTES` at most (at a 2048x2048 bfloat16
-        input they were 25 MB each)."""
+    def _fourier_dft(self, s: torch.Tensor, bhw: tuple[int, int, int], ws: Workspace,
+                     lib: ctypes.CDLL | None = None) -> None:
+        """``s += FU(s)``, one transform per axis and direction: by the compiled FFTs of ``lib`` (:mod:`lama.native`),
+        where given, or by DFT matrix products (:func:`_dft_factors`), one product per stage. The stages between the
+        transforms along W (the one along H, the unit's conv, the inverse along H) go a group of spectrum columns at
+        a time, so that two of the three spectrum-sized buffers are :data:`DFT_GROUP_BYTES` at most (at a 2048x2048
+        bfloat16 input they were 25 MB each)."""
         b, h, w = bhw
         c2 = s.shape[1]
         wf = w // 2 + 1
-        lib = native.library() if self.fourier_path(h, w) == "compiled" else None
         d = None if lib else ws.memo(("dft", h, w), lambda: _dft_factors(h, w, s.dtype, s.device))
         sw, sh = w ** -0.5, h ** -0.5  # the compiled FFTs' ortho scaling; the DFT matrices have it
         group = max(1, min(wf, DFT_GROUP_BYTES // (2 * h * c2 * s.element_size())))

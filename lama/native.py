@@ -203,23 +203,25 @@ def _fft_done(rc: int, what: str) -> None:
         raise MemoryError(f"{what}: no memory for the transform's scratch")
 
 
+def _along_w(fn, what: str, src: torch.Tensor, dst: torch.Tensor, x: torch.Tensor, rows: torch.Tensor,
+             scale: float) -> None:
+    """A pass along W between a map ``x`` [H, W, C] and its rows' half spectra ``rows`` [H, 2, W // 2 + 1, C]."""
+    h, w, c = x.shape
+    _fft_check(x.is_contiguous() and rows.is_contiguous() and tuple(rows.shape) == (h, 2, w // 2 + 1, c)
+               and fft_size_ok(w), what, src, dst)
+    _fft_done(fn(src.data_ptr(), dst.data_ptr(), h, w, c, scale, torch.get_num_threads()), what)
+
+
 def fft_rows(lib: ctypes.CDLL, x: torch.Tensor, rows: torch.Tensor, scale: float) -> None:
     """``rows`` [H, 2, W // 2 + 1, C] <- ``scale`` times the FFT along W of each row of ``x`` [H, W, C] (real):
     real parts, then imaginary ones. float32, both contiguous."""
-    h, w, c = x.shape
-    _fft_check(x.is_contiguous() and rows.is_contiguous() and tuple(rows.shape) == (h, 2, w // 2 + 1, c)
-               and fft_size_ok(w), "fft_rows", x, rows)
-    _fft_done(lib.lama_fft_rows(x.data_ptr(), rows.data_ptr(), h, w, c, scale, torch.get_num_threads()), "fft_rows")
+    _along_w(lib.lama_fft_rows, "fft_rows", x, rows, x, rows, scale)
 
 
 def ifft_rows_add(lib: ctypes.CDLL, rows: torch.Tensor, x: torch.Tensor, scale: float) -> None:
     """``x`` [H, W, C] += ``scale`` times the inverse real FFT along W of ``rows`` [H, 2, W // 2 + 1, C], as
     ``irfft`` (the imaginary parts of the zero and the Nyquist frequency ignored)."""
-    h, w, c = x.shape
-    _fft_check(x.is_contiguous() and rows.is_contiguous() and tuple(rows.shape) == (h, 2, w // 2 + 1, c)
-               and fft_size_ok(w), "ifft_rows_add", rows, x)
-    _fft_done(lib.lama_ifft_rows_add(rows.data_ptr(), x.data_ptr(), h, w, c, scale, torch.get_num_threads()),
-              "ifft_rows_add")
+    _along_w(lib.lama_ifft_rows_add, "ifft_rows_add", rows, x, x, rows, scale)
 
 
 def fft_cols(lib: ctypes.CDLL, src: torch.Tensor, dst: torch.Tensor, inverse: bool, scale: float,
