@@ -14,7 +14,8 @@ rearranged for speed and memory on CPUs and GPUs:
 - activations in place; buffers reused across layers, and on the CPU freed memory kept for reuse by malloc
   (:mod:`lama.heap`): fresh large tensors cost page faults;
 - the full-resolution head and tail run in row bands, reflect padding without padded copies of large
-  maps, and the 3-channel output conv runs as a vertical and a horizontal pass (:func:`_two_pass_weights`).
+  maps, and the 3-channel output conv runs as a vertical and a horizontal pass (:func:`_two_pass_weights`), in
+  float32 on the CPU compiled with pixels along its vectors (:func:`lama.native.out_conv`).
 
 Only the published LaMa structure is rebuilt (ratio 0 stem and downsampling, 0.75 resnet blocks,
 no LFU); :func:`supports` says whether a generator has it, and other ones keep the reference path.
@@ -596,6 +597,10 @@ class FastGenerator(nn.Module):
         ho, wo = h << len(ups), w << len(ups)
         out = torch.empty(b, self.out_bias.shape[0], ho, wo, dtype=x.dtype, device=x.device)
         step = self._band_rows(wo)
+        lib = self._out_conv_library(wo)
+        if lib is not None:  # the compiled conv's weights [ky, C, (kx, c_out)] and scratch
+            wv = self.out_vertical[..., 0].permute(2, 1, 0).contiguous()
+            scratch = x.new_empty(min(step, ho) * wv.shape[2] * wo)
         for r0 in range(0, ho, step):
             r1 = min(ho, r0 + step)
             lo, hi = max(0, r0 - 3), min(ho, r1 + 3)  # rows the 7x7 output conv reads
@@ -603,9 +608,24 @@ class FastGenerator(nn.Module):
             top, bottom = 3 if lo == 0 else 0, 3 if hi == ho else 0
             if top or bottom:  # the image's first or last rows: reflected rows above or below the band
                 y = F.pad(y, (0, 0, top, bottom), mode="reflect")
+            if lib is not None:
+                y = y.contiguous(memory_format=CL)
+                for i in range(b):
+                    native.out_conv(lib, y[i], wv, self.out_bias, out[i, :, r0:r1], scratch)
+                continue
             v = F.conv2d(y, self.out_vertical)  # [B, (kx, c_out), r1 - r0, wo]: 21 channels, not 64
             out[..., r0:r1, :] = F.conv2d(F.pad(v, (3, 3, 0, 0), mode="reflect"), self.out_horizontal, self.out_bias)
         return out
+
+    def _out_conv_library(self, width: int) -> ctypes.CDLL | None:
+        """The compiled library where the output conv runs there (:func:`lama.native.out_conv`: float32 on the CPU,
+        a 7x7 conv to 3 channels, 1.5x oneDNN's two passes on an AMX Xeon), else None: oneDNN's or cuDNN's two
+        passes (in bfloat16 oneDNN's runs on the matrix units)."""
+        w = self.out_vertical
+        if (w.dtype != torch.float32 or w.device.type != "cpu" or width <= native.OUT_K // 2
+                or tuple(w.shape[::2]) != (native.OUT_K * native.OUT_C, native.OUT_K)):
+            return None
+        return native.library()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.run([x])

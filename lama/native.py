@@ -1,5 +1,5 @@
 """The compiled kernels of the fast path, loaded with ctypes: the fused Winograd transforms (``winograd_native.c``,
-also the ReLU pass) and the Fourier unit's FFTs (``fft_native.c``).
+also the ReLU pass), the Fourier unit's FFTs (``fft_native.c``) and the output convolution (``conv_native.c``).
 
 The C files are compiled with the system's C compiler (``cc``, or ``$CC``) for the CPU it runs on
 (``-O3 -march=native``, about a second) into one library in the cache (``~/.cache/lama/native``, see
@@ -26,7 +26,7 @@ import torch
 
 from .machine import cache_dir, cpu_features, cpu_model
 
-SOURCES = tuple(Path(__file__).with_name(name) for name in ("winograd_native.c", "fft_native.c"))
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("winograd_native.c", "fft_native.c", "conv_native.c"))
 FLAGS = ("-O3", "-march=native", "-std=c11", "-shared", "-fPIC")
 LIBS = ("-lm",)
 # On x86 gcc and clang vectorise with 256-bit registers even where the CPU has AVX-512; 512-bit ones made the
@@ -122,6 +122,8 @@ def _load(path: Path) -> ctypes.CDLL:
     lib.lama_fft_rows.argtypes = lib.lama_ifft_rows_add.argtypes = [p, p, n, n, n, f, i]
     lib.lama_fft_cols.argtypes = [p, p, p, n, n, n, n, n, n, n, i, f, i]
     lib.lama_fft_rows.restype = lib.lama_ifft_rows_add.restype = lib.lama_fft_cols.restype = ctypes.c_int
+    lib.lama_out_conv.argtypes = [p, p, p, p, p, n, n, n, n, n, i]
+    lib.lama_out_conv.restype = ctypes.c_int
     return lib
 
 
@@ -193,23 +195,23 @@ def fft_size_ok(n: int) -> bool:
     return n == 1
 
 
-def _fft_check(ok: bool, what: str, *tensors: torch.Tensor) -> None:
+def _check_float32(ok: bool, what: str, *tensors: torch.Tensor) -> None:
     if not (ok and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)):
         raise ValueError(f"{what}: {', '.join(str(tuple(t.shape)) for t in tensors)} do not fit")
 
 
-def _fft_done(rc: int, what: str) -> None:
+def _done(rc: int, what: str) -> None:
     if rc:
-        raise MemoryError(f"{what}: no memory for the transform's scratch")
+        raise MemoryError(f"{what}: no memory for its scratch")
 
 
 def _along_w(fn, what: str, src: torch.Tensor, dst: torch.Tensor, x: torch.Tensor, rows: torch.Tensor,
              scale: float) -> None:
     """A pass along W between a map ``x`` [H, W, C] and its rows' half spectra ``rows`` [H, 2, W // 2 + 1, C]."""
     h, w, c = x.shape
-    _fft_check(x.is_contiguous() and rows.is_contiguous() and tuple(rows.shape) == (h, 2, w // 2 + 1, c)
+    _check_float32(x.is_contiguous() and rows.is_contiguous() and tuple(rows.shape) == (h, 2, w // 2 + 1, c)
                and fft_size_ok(w), what, src, dst)
-    _fft_done(fn(src.data_ptr(), dst.data_ptr(), h, w, c, scale, torch.get_num_threads()), what)
+    _done(fn(src.data_ptr(), dst.data_ptr(), h, w, c, scale, torch.get_num_threads()), what)
 
 
 def fft_rows(lib: ctypes.CDLL, x: torch.Tensor, rows: torch.Tensor, scale: float) -> None:
@@ -232,9 +234,29 @@ def fft_cols(lib: ctypes.CDLL, src: torch.Tensor, dst: torch.Tensor, inverse: bo
     and contiguous columns of channels."""
     h, _, q, c = src.shape
     tensors = [src, dst] + ([] if relu_bias is None else [relu_bias])
-    _fft_check(src.shape == dst.shape and src.shape[1] == 2 and all(t.stride()[2:] == (c, 1) for t in (src, dst))
+    _check_float32(src.shape == dst.shape and src.shape[1] == 2 and all(t.stride()[2:] == (c, 1) for t in (src, dst))
                and (relu_bias is None or (relu_bias.is_contiguous() and tuple(relu_bias.shape) == (2, c)))
                and fft_size_ok(h), "fft_cols", *tensors)
     (srs, sps), (drs, dps) = src.stride()[:2], dst.stride()[:2]
-    _fft_done(lib.lama_fft_cols(src.data_ptr(), dst.data_ptr(), None if relu_bias is None else relu_bias.data_ptr(),
+    _done(lib.lama_fft_cols(src.data_ptr(), dst.data_ptr(), None if relu_bias is None else relu_bias.data_ptr(),
                                 h, q, c, srs, sps, drs, dps, int(inverse), scale, torch.get_num_threads()), "fft_cols")
+
+
+OUT_K, OUT_C = 7, 3  # conv_native.c's kernel size and output channels: LaMa's output conv
+
+
+def out_conv(lib: ctypes.CDLL, y: torch.Tensor, wv: torch.Tensor, bias: torch.Tensor, out: torch.Tensor,
+             v: torch.Tensor) -> None:
+    """``out`` [3, R, W] (rows contiguous) <- the 7x7 convolution (C -> 3, plus ``bias``) of ``y`` [C, R + 6, W], a
+    band of a channels-last map that is already reflect-padded by 3 rows above and below (its columns are reflected
+    here); ``wv`` [7, C, 21] holds weight [o, c, ky, kx] at [ky, c, kx * 3 + o]; ``v``: scratch of R * 21 * W values
+    or more. float32."""
+    c, rp, w = y.shape
+    r = rp - (OUT_K - 1)
+    _check_float32(r >= 1 and w > OUT_K // 2 and (c == 1 or y.stride(0) == 1) and y.stride()[1:] == (w * c, c)
+               and tuple(wv.shape) == (OUT_K, c, OUT_K * OUT_C) and wv.is_contiguous()
+               and tuple(bias.shape) == (OUT_C,) and bias.is_contiguous()
+               and tuple(out.shape) == (OUT_C, r, w) and out.stride(2) == 1
+               and v.is_contiguous() and v.numel() >= r * OUT_K * OUT_C * w, "out_conv", y, wv, bias, out, v)
+    _done(lib.lama_out_conv(y.data_ptr(), wv.data_ptr(), bias.data_ptr(), v.data_ptr(), out.data_ptr(), r, w, c,
+                                out.stride(1), out.stride(0), torch.get_num_threads()), "out_conv")
