@@ -26,23 +26,11 @@
 #pragma GCC optimize("fp-contract=fast")
 #endif
 
-typedef float v16 __attribute__((vector_size(64)));
-#define VL 16 /* pixels per vector */
-#define K 7   /* kernel size */
-#define CO 3  /* output channels */
+#include "native_vec.h" /* v16, VL (pixels per vector), vload, vstore */
+
+#define K 7  /* kernel size */
+#define CO 3 /* output channels */
 #define J (K * CO)
-
-static inline v16 vload(const float *src, int n) {
-    v16 v = {0};
-    if (n == VL) memcpy(&v, src, sizeof v);
-    else memcpy(&v, src, (size_t)n * sizeof(float));
-    return v;
-}
-
-static inline void vstore(float *dst, v16 v, int n) {
-    if (n == VL) memcpy(dst, &v, sizeof v);
-    else memcpy(dst, &v, (size_t)n * sizeof(float));
-}
 
 /* acc[p][j] += x[p] * w[j] for the PX pixel vectors of a strip and JN of the 21 (kx, o) pairs from j0 on, over
    the 7 rows ky and C channels; JN <= 12 keeps the accumulators and the inputs in the 32 vector registers, with

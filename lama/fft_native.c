@@ -22,9 +22,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef float v16 __attribute__((vector_size(64)));
+#include "native_vec.h" /* v16, VL (channels per vector), vload, vstore */
+
 typedef int v16i __attribute__((vector_size(64)));
-#define VL 16          /* channels per vector */
 #define MAX_STAGES 64
 #define MAX_RADIX 7    /* the generic butterfly's scratch */
 #define ROW_BLOCKS 1   /* vectors per point in the transforms along W (2 and 12 were slower) */
@@ -32,19 +32,6 @@ typedef int v16i __attribute__((vector_size(64)));
 #define TWO_PI 6.283185307179586476925
 
 static inline int lanes(long c, long c0) { return (int)(c - c0 < VL ? c - c0 : VL); }
-
-/* n <= VL channels; a whole vector (every LaMa channel count) is one load or store, the rest a short copy */
-static inline v16 vload(const float *src, int n) {
-    v16 v = {0};
-    if (n == VL) memcpy(&v, src, sizeof v);
-    else memcpy(&v, src, (size_t)n * sizeof(float));
-    return v;
-}
-
-static inline void vstore(float *dst, v16 v, int n) {
-    if (n == VL) memcpy(dst, &v, sizeof v);
-    else memcpy(dst, &v, (size_t)n * sizeof(float));
-}
 
 /* max(v, 0) by a mask (C has no ?: on vectors); NaN gives 0, as lama_relu_add */
 static inline v16 relu(v16 v) { return (v16)((v16i)v & (v > (v16){0})); }

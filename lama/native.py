@@ -27,6 +27,7 @@ import torch
 from .machine import cache_dir, cpu_features, cpu_model
 
 SOURCES = tuple(Path(__file__).with_name(name) for name in ("winograd_native.c", "fft_native.c", "conv_native.c"))
+HEADERS = (Path(__file__).with_name("native_vec.h"),)  # included by the sources: part of the build's hash
 FLAGS = ("-O3", "-march=native", "-std=c11", "-shared", "-fPIC")
 LIBS = ("-lm",)
 # On x86 gcc and clang vectorise with 256-bit registers even where the CPU has AVX-512; 512-bit ones made the
@@ -89,8 +90,8 @@ def _build() -> Path:
     if cc is None:
         raise OSError("no C compiler on PATH (cc, gcc or clang; or set CC)")
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60).stdout
-    parts = [*(src.read_text() for src in SOURCES), cc, version, " ".join(flags()), OPENMP, cpu_model(), cpu_features(),
-             platform.machine()]
+    parts = [*(src.read_text() for src in SOURCES + HEADERS), cc, version, " ".join(flags()), OPENMP, cpu_model(),
+             cpu_features(), platform.machine()]
     key = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
     out = cache_dir() / "native" / f"native-{key}.so"
     if out.exists():
@@ -210,7 +211,7 @@ def _along_w(fn, what: str, src: torch.Tensor, dst: torch.Tensor, x: torch.Tenso
     """A pass along W between a map ``x`` [H, W, C] and its rows' half spectra ``rows`` [H, 2, W // 2 + 1, C]."""
     h, w, c = x.shape
     _check_float32(x.is_contiguous() and rows.is_contiguous() and tuple(rows.shape) == (h, 2, w // 2 + 1, c)
-               and fft_size_ok(w), what, src, dst)
+                   and fft_size_ok(w), what, src, dst)
     _done(fn(src.data_ptr(), dst.data_ptr(), h, w, c, scale, torch.get_num_threads()), what)
 
 
@@ -235,8 +236,8 @@ def fft_cols(lib: ctypes.CDLL, src: torch.Tensor, dst: torch.Tensor, inverse: bo
     h, _, q, c = src.shape
     tensors = [src, dst] + ([] if relu_bias is None else [relu_bias])
     _check_float32(src.shape == dst.shape and src.shape[1] == 2 and all(t.stride()[2:] == (c, 1) for t in (src, dst))
-               and (relu_bias is None or (relu_bias.is_contiguous() and tuple(relu_bias.shape) == (2, c)))
-               and fft_size_ok(h), "fft_cols", *tensors)
+                   and (relu_bias is None or (relu_bias.is_contiguous() and tuple(relu_bias.shape) == (2, c)))
+                   and fft_size_ok(h), "fft_cols", *tensors)
     (srs, sps), (drs, dps) = src.stride()[:2], dst.stride()[:2]
     _done(lib.lama_fft_cols(src.data_ptr(), dst.data_ptr(), None if relu_bias is None else relu_bias.data_ptr(),
                                 h, q, c, srs, sps, drs, dps, int(inverse), scale, torch.get_num_threads()), "fft_cols")
@@ -254,9 +255,9 @@ def out_conv(lib: ctypes.CDLL, y: torch.Tensor, wv: torch.Tensor, bias: torch.Te
     c, rp, w = y.shape
     r = rp - (OUT_K - 1)
     _check_float32(r >= 1 and w > OUT_K // 2 and (c == 1 or y.stride(0) == 1) and y.stride()[1:] == (w * c, c)
-               and tuple(wv.shape) == (OUT_K, c, OUT_K * OUT_C) and wv.is_contiguous()
-               and tuple(bias.shape) == (OUT_C,) and bias.is_contiguous()
-               and tuple(out.shape) == (OUT_C, r, w) and out.stride(2) == 1
-               and v.is_contiguous() and v.numel() >= r * OUT_K * OUT_C * w, "out_conv", y, wv, bias, out, v)
+                   and tuple(wv.shape) == (OUT_K, c, OUT_K * OUT_C) and wv.is_contiguous()
+                   and tuple(bias.shape) == (OUT_C,) and bias.is_contiguous()
+                   and tuple(out.shape) == (OUT_C, r, w) and out.stride(2) == 1
+                   and v.is_contiguous() and v.numel() >= r * OUT_K * OUT_C * w, "out_conv", y, wv, bias, out, v)
     _done(lib.lama_out_conv(y.data_ptr(), wv.data_ptr(), bias.data_ptr(), v.data_ptr(), out.data_ptr(), r, w, c,
                                 out.stride(1), out.stride(0), torch.get_num_threads()), "out_conv")

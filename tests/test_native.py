@@ -153,7 +153,8 @@ def test_the_sources_ship_with_the_package():
     import tomllib
 
     config = tomllib.loads((native.SOURCES[0].parents[1] / "pyproject.toml").read_text())
-    assert {src.name for src in native.SOURCES} <= set(config["tool"]["setuptools"]["package-data"]["lama"])
+    shipped = set(config["tool"]["setuptools"]["package-data"]["lama"])
+    assert {src.name for src in native.SOURCES + native.HEADERS} <= shipped
 
 
 @needs_compiler
