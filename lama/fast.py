@@ -618,9 +618,9 @@ class FastGenerator(nn.Module):
         return out
 
     def _out_conv_library(self, width: int) -> ctypes.CDLL | None:
-        """The compiled library where the output conv runs there (:func:`lama.native.out_conv`: float32 on the CPU,
-        a 7x7 conv to 3 channels, 1.5x oneDNN's two passes on an AMX Xeon), else None: oneDNN's or cuDNN's two
-        passes (in bfloat16 oneDNN's runs on the matrix units)."""
+        """The compiled library, where it runs this output conv (:func:`lama.native.out_conv`: float32 on the CPU, a
+        7x7 conv to 3 channels, maps wider than 3; 1.5x oneDNN's two passes on an AMX Xeon), else None: oneDNN's or
+        cuDNN's two passes (in bfloat16 oneDNN's run on the matrix units)."""
         w = self.out_vertical
         if (w.dtype != torch.float32 or w.device.type != "cpu" or width <= native.OUT_K // 2
                 or tuple(w.shape[::2]) != (native.OUT_K * native.OUT_C, native.OUT_K)):

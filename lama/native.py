@@ -240,7 +240,7 @@ def fft_cols(lib: ctypes.CDLL, src: torch.Tensor, dst: torch.Tensor, inverse: bo
                    and fft_size_ok(h), "fft_cols", *tensors)
     (srs, sps), (drs, dps) = src.stride()[:2], dst.stride()[:2]
     _done(lib.lama_fft_cols(src.data_ptr(), dst.data_ptr(), None if relu_bias is None else relu_bias.data_ptr(),
-                                h, q, c, srs, sps, drs, dps, int(inverse), scale, torch.get_num_threads()), "fft_cols")
+                            h, q, c, srs, sps, drs, dps, int(inverse), scale, torch.get_num_threads()), "fft_cols")
 
 
 OUT_K, OUT_C = 7, 3  # conv_native.c's kernel size and output channels: LaMa's output conv
