@@ -32,34 +32,30 @@
 #define CO 3 /* output channels */
 #define J (K * CO)
 
-/* acc[p][j] += x[p] * w[j] for the PX pixel vectors of a strip and JN of the 21 (kx, o) pairs from j0 on, over
-   the 7 rows ky and C channels; JN <= 12 keeps the accumulators and the inputs in the 32 vector registers, with
-   one broadcast weight per PX multiply-adds */
+/* acc[p][j] = the sums of x[p] * w[j] over the 7 rows ky and C channels, for the PX pixel vectors of a strip and
+   the jn (kx, o) pairs from j0 on; jn <= JB keeps the accumulators and the inputs in the 32 vector registers, with
+   one broadcast weight per PX multiply-adds. Always inlined, with constant jn at each call, so that the loops over
+   p and j unroll completely. */
 #define PX 2
 #define JB 12
-static inline void vertical_block(const v16 *ring, long r, long c, const float *wv, int j0, int jn, v16 acc[PX][JB]) {
+static inline __attribute__((always_inline)) void vertical_block(const v16 *ring, long r, long c, const float *wv,
+                                                                 int j0, int jn, v16 acc[PX][JB]) {
     for (int p = 0; p < PX; p++)
-        for (int j = 0; j < JB; j++) acc[p][j] = (v16){0};
+        for (int j = 0; j < jn; j++) acc[p][j] = (v16){0};
     for (int ky = 0; ky < K; ky++) {
         const v16 *xs = ring + (r + ky) % K * c * PX;
         const float *wk = wv + ky * c * J + j0;
-        for (long ci = 0; ci < c; ci++) {
-            v16 a0 = xs[ci * PX], a1 = xs[ci * PX + 1];
-            if (jn == JB) {
-#pragma GCC unroll 12
-                for (int j = 0; j < JB; j++) {
-                    acc[0][j] += a0 * wk[ci * J + j];
-                    acc[1][j] += a1 * wk[ci * J + j];
-                }
-            } else {
-#pragma GCC unroll 12
-                for (int j = 0; j < J - JB; j++) {
-                    acc[0][j] += a0 * wk[ci * J + j];
-                    acc[1][j] += a1 * wk[ci * J + j];
-                }
-            }
-        }
+        for (long ci = 0; ci < c; ci++)
+            for (int j = 0; j < jn; j++)
+                for (int p = 0; p < PX; p++) acc[p][j] += xs[ci * PX + p] * wk[ci * J + j];
     }
+}
+
+/* acc -> the scratch rows of output row r, pairs j0 .. j0 + jn - 1, the strip's n columns from x0 */
+static inline void store_block(float *v, long r, long w, long x0, int n, int j0, int jn, v16 acc[PX][JB]) {
+    for (int p = 0; p < PX && n > p * VL; p++)
+        for (int j = 0; j < jn; j++)
+            vstore(v + (r * J + j0 + j) * w + x0 + p * VL, acc[p][j], n - p * VL < VL ? n - p * VL : VL);
 }
 
 /* The vertical pass for the strip of (at most) PX * 16 columns from x0, down the band: each input row is turned
@@ -74,17 +70,11 @@ static void vertical_strip(const float *y, const float *wv, float *v, long rows,
             for (long ci = 0; ci < c; ci++) slot[ci * PX * VL + p] = src[p * c + ci];
         if (rr < K - 1) continue;
         long r = rr - (K - 1);
-        for (int j0 = 0; j0 < J; j0 += JB) {
-            int jn = J - j0 < JB ? J - j0 : JB;
-            v16 acc[PX][JB];
-            vertical_block(ring, r, c, wv, j0, jn, acc);
-            for (int p = 0; p < PX; p++) {
-                int np = n - p * VL;
-                if (np <= 0) break;
-                for (int j = 0; j < jn; j++)
-                    vstore(v + (r * J + j0 + j) * w + x0 + p * VL, acc[p][j], np < VL ? np : VL);
-            }
-        }
+        v16 acc[PX][JB];
+        vertical_block(ring, r, c, wv, 0, JB, acc); /* the 21 pairs as 12 + 9 */
+        store_block(v, r, w, x0, n, 0, JB, acc);
+        vertical_block(ring, r, c, wv, JB, J - JB, acc);
+        store_block(v, r, w, x0, n, JB, J - JB, acc);
     }
 }
 

@@ -260,4 +260,4 @@ def out_conv(lib: ctypes.CDLL, y: torch.Tensor, wv: torch.Tensor, bias: torch.Te
                    and tuple(out.shape) == (OUT_C, r, w) and out.stride(2) == 1
                    and v.is_contiguous() and v.numel() >= r * OUT_K * OUT_C * w, "out_conv", y, wv, bias, out, v)
     _done(lib.lama_out_conv(y.data_ptr(), wv.data_ptr(), bias.data_ptr(), v.data_ptr(), out.data_ptr(), r, w, c,
-                                out.stride(1), out.stride(0), torch.get_num_threads()), "out_conv")
+                            out.stride(1), out.stride(0), torch.get_num_threads()), "out_conv")
