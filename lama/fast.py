@@ -23,6 +23,7 @@ no LFU); :func:`supports` says whether a generator has it, and other ones keep t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -212,6 +213,10 @@ class DirectKernel(nn.Module):
         self.register_buffer("b_local", torch.cat([b_l, b_g]))
         self.register_buffer("w_g2l", w_g2l.contiguous(memory_format=CL))
 
+    def fuses_global(self, h: int, w: int) -> bool:
+        """Whether :meth:`forward` takes ``pre_global`` (:meth:`WinogradKernel.fuses_global`): no."""
+        return False
+
     def forward(self, x: torch.Tensor, out: torch.Tensor | None, ws: Workspace,
                 residual: torch.Tensor | None = None) -> torch.Tensor:
         """``x``: ``[B, H, W, C]``, local channels first. Returns ``[B, H, W, C]``: local channels
@@ -243,15 +248,26 @@ class WinogradKernel(nn.Module):
         self.register_buffer("b_local", b_l)
         self.register_buffer("b_global", b_g)
 
-    def forward(self, x: torch.Tensor, out: torch.Tensor, ws: Workspace,
-                residual: torch.Tensor | None = None) -> torch.Tensor:
+    def fuses_global(self, h: int, w: int) -> bool:
+        """Whether :meth:`forward` takes ``pre_global`` on an ``h`` x ``w`` map: where the outputs go straight
+        into ``out`` (whole tiles)."""
+        return h % M == 0 and w % M == 0
+
+    def forward(self, x: torch.Tensor, out: torch.Tensor, ws: Workspace, residual: torch.Tensor | None = None,
+                pre_global: Callable[[int, int, torch.Tensor], None] | None = None) -> torch.Tensor:
         """As :meth:`DirectKernel.forward`, written into ``out`` (contiguous ``[B, H, W, C]``), which may be ``x``
         itself: band by band, each band's input read before its output is written, and the one input row
-        the next band needs from this band saved first."""
+        the next band needs from this band saved first.
+
+        ``pre_global(r0, r1, dst)`` (where :meth:`fuses_global`), if given, writes into ``dst``, the global channels
+        of output rows ``r0:r1``, what they add before their ReLU (the spectral path): the global outputs are then
+        ``relu(l2g + b_g + that)``, plus ``residual``'s global channels, in the output transform's one pass."""
         b, h, w, c = x.shape
         n_l = self.n_l
         th, tw = -(-h // M), -(-w // M)
-        whole = h % M == 0 and w % M == 0  # whole tiles: outputs go straight into ``out``
+        whole = self.fuses_global(h, w)  # whole tiles: outputs go straight into ``out``
+        if pre_global is not None and not whole:
+            raise ValueError(f"pre_global needs whole 4x4 tiles, not a {h}x{w} map")
         step = max(1, TILES_PER_BAND // (2 if x.dtype == torch.float32 else 1) // (b * tw))
         in_place = out.data_ptr() == x.data_ptr()
         for r0 in range(0, th, step):
@@ -265,10 +281,14 @@ class WinogradKernel(nn.Module):
             m_l = torch.bmm(v, self.u_local, out=ws.get("m_local", (v.shape[0], v.shape[1], n_l)))
             m_g = torch.bmm(v_l, self.u_l2g, out=ws.get("m_global", (v.shape[0], v.shape[1], c - n_l)))
             dst = out[:, M * r0: M * r1].view(b, tr, M, tw, M, c) if whole else ws.get("dst", (b, tr, M, tw, M, c))
-            res = residual[:, M * r0: M * r1].view(b, tr, M, tw, M, c)[..., :n_l] if whole and residual is not None \
-                else None
-            output_tiles(m_l, dst[..., :n_l], ws, self.b_local, relu=True, residual=res)
-            output_tiles(m_g, dst[..., n_l:], ws, self.b_global)
+            res = residual[:, M * r0: M * r1].view(b, tr, M, tw, M, c) if whole and residual is not None else None
+            res_l, res_g = (None, None) if res is None else (res[..., :n_l], res[..., n_l:])
+            output_tiles(m_l, dst[..., :n_l], ws, self.b_local, relu=True, residual=res_l)
+            if pre_global is not None:
+                pre_global(M * r0, M * r1, out[:, M * r0: M * r1, :, n_l:])
+                output_tiles(m_g, dst[..., n_l:], ws, self.b_global, relu=True, residual=res_g, accumulate=True)
+            else:
+                output_tiles(m_g, dst[..., n_l:], ws, self.b_global)
             if not whole:
                 rows = min(h, M * r1) - M * r0
                 out[:, M * r0: M * r0 + rows] = dst.view(b, M * tr, M * tw, c)[:, :rows, :w]
@@ -342,12 +362,24 @@ class FastSpectral(nn.Module):
                 residual_g: torch.Tensor | None = None) -> None:
         """``out_g = relu(out_g + w2 (s + FU(s))) (+ residual_g)``; ``out_g`` a ``[B H W, C]`` view, updated in
         place."""
+        self.fourier(s, bhw, ws)
+        relu_add(out_g.addmm_(s, self.w2.t()), residual_g)
+
+    def fourier(self, s: torch.Tensor, bhw: tuple[int, int, int], ws: Workspace) -> None:
+        """``s += FU(s)``, on the path :meth:`fourier_path` names."""
         path = self.fourier_path(*bhw[1:])
         if path == "pocketfft":
             self._fourier_fft(s, bhw, ws)
         else:
             self._fourier_dft(s, bhw, ws, native.library() if path == "compiled" else None)
-        relu_add(out_g.addmm_(s, self.w2.t()), residual_g)
+
+    def product(self, s: torch.Tensor, bhw: tuple[int, int, int], r0: int, r1: int, dst: torch.Tensor) -> None:
+        """``dst = w2 s`` for map rows ``r0:r1`` of ``s`` (``s + FU(s)`` by then, ``[B H W, C2]``); ``dst`` a
+        ``[B, r1 - r0, W, C]`` view whose pixels' channels are contiguous, overwritten."""
+        b, h, w = bhw
+        rows = s.view(b, h * w, -1)[:, r0 * w: r1 * w]
+        for i in range(b):
+            dst[i].view(-1, dst.shape[-1]).addmm_(rows[i], self.w2.t(), beta=0)
 
     def _fourier_fft(self, s: torch.Tensor, bhw: tuple[int, int, int], ws: Workspace) -> None:
         """``s += FU(s)`` with pocketfft in float32 on channel groups (their internal temporaries then stay
@@ -442,6 +474,10 @@ class FastFFC(nn.Module):
         b, h, w, c = x.shape
         n_l = self.conv.n_l
         s = self.spectral.reduce(x.reshape(-1, c)[:, n_l:], ws)
+        if self.conv.fuses_global(h, w):  # the spectral path first: the conv's output pass adds it, ReLU included
+            self.spectral.fourier(s, (b, h, w), ws)
+            return self.conv(x, out, ws, residual,
+                             pre_global=lambda r0, r1, dst: self.spectral.product(s, (b, h, w), r0, r1, dst))
         y = self.conv(x, out, ws, residual)
         res_g = None if residual is None else residual.reshape(-1, c)[:, n_l:]
         self.spectral(s, y.view(-1, c)[:, n_l:], (b, h, w), ws, res_g)

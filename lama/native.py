@@ -116,7 +116,7 @@ def _load(path: Path) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
     p, i, n = ctypes.c_void_p, ctypes.c_int, ctypes.c_long
     lib.lama_winograd_input.argtypes = [p, p, p, p, n, i, n, n, n, n, n, n, n, i]
-    lib.lama_winograd_output.argtypes = [p, p, p, p, i, i, n, n, n, n, n, n, n, n, n, i]
+    lib.lama_winograd_output.argtypes = [p, p, p, p, i, i, i, n, n, n, n, n, n, n, n, n, i]
     lib.lama_relu_add.argtypes = [p, p, p, n, n, n, n, i, i]
     lib.lama_winograd_input.restype = lib.lama_winograd_output.restype = lib.lama_relu_add.restype = None
     f = ctypes.c_float
@@ -153,10 +153,10 @@ def input_tiles(lib: ctypes.CDLL, x: torch.Tensor, v: torch.Tensor, top: int, tr
 
 
 def output_tiles(lib: ctypes.CDLL, m: torch.Tensor, dst: torch.Tensor, bias: torch.Tensor | None, relu: bool,
-                 residual: torch.Tensor | None = None) -> None:
+                 residual: torch.Tensor | None = None, accumulate: bool = False) -> None:
     """``dst`` [B, tr, 4, tw, 4, C] (any strides, channels contiguous) <- output pixels of products ``m``
-    [36, B tr tw, C] (contiguous), plus ``bias`` [C], then ReLU if asked, then plus ``residual`` (a view with
-    ``dst``'s shape and strides)."""
+    [36, B tr tw, C] (contiguous), plus ``bias`` [C], plus ``dst``'s own values if ``accumulate``, then ReLU if
+    asked, then plus ``residual`` (a view with ``dst``'s shape and strides)."""
     b, tr, _, tw, _, c = dst.shape
     parts = [m, dst] + [t for t in (bias, residual) if t is not None]
     if not (supports(*parts) and m.is_contiguous() and dst.stride(-1) == 1 and dst.shape[2] == dst.shape[4] == 4
@@ -167,8 +167,8 @@ def output_tiles(lib: ctypes.CDLL, m: torch.Tensor, dst: torch.Tensor, bias: tor
                          "do not fit")
     sb, sr, sp, sq, ss, _ = dst.stride()
     lib.lama_winograd_output(m.data_ptr(), dst.data_ptr(), None if bias is None else bias.data_ptr(),
-                             None if residual is None else residual.data_ptr(), DTYPES[m.dtype], int(relu), b, tr,
-                             tw, c, sb, sr, sp, sq, ss, torch.get_num_threads())
+                             None if residual is None else residual.data_ptr(), DTYPES[m.dtype], int(relu),
+                             int(accumulate), b, tr, tw, c, sb, sr, sp, sq, ss, torch.get_num_threads())
 
 
 def relu_add(lib: ctypes.CDLL, y: torch.Tensor, x: torch.Tensor | None, bias: torch.Tensor | None = None) -> None:

@@ -164,22 +164,24 @@ def band_tiles(x: torch.Tensor, top: int, tr: int, ws: Workspace, halo: torch.Te
 
 
 def output_tiles(m: torch.Tensor, dst: torch.Tensor, ws: Workspace, bias: torch.Tensor | None = None,
-                 relu: bool = False, residual: torch.Tensor | None = None) -> None:
+                 relu: bool = False, residual: torch.Tensor | None = None, accumulate: bool = False) -> None:
     """Write ``[36, T, C]`` products as output pixels into ``dst``, a ``[B, tr, 4, tw, 4, C]`` view, adding
-    ``bias``, applying ReLU if asked, then adding ``residual`` (a view like ``dst``): compiled in one pass
-    (:mod:`lama.native`), or one matrix product with ``AT ⊗ AT`` and one pass that scatters the 4x4 tiles (and
-    applies ReLU), and one more for the residual."""
+    ``bias`` and, if ``accumulate``, the values already in ``dst``, applying ReLU if asked, then adding
+    ``residual`` (a view like ``dst``): compiled in one pass (:mod:`lama.native`), or one matrix product with
+    ``AT ⊗ AT`` and one pass that scatters the 4x4 tiles (and applies ReLU), and one more for the residual."""
     b, tr, _, tw, _, c = dst.shape
     lib = native.library() if native.supports(m, dst) else None
     if lib is not None and m.is_contiguous() and dst.stride(-1) == 1 and (
             residual is None or residual.stride() == dst.stride()):
-        native.output_tiles(lib, m, dst, None if bias is None else bias.contiguous(), relu, residual)
+        native.output_tiles(lib, m, dst, None if bias is None else bias.contiguous(), relu, residual, accumulate)
         return
     if bias is not None:
         m[BIAS].add_(bias)  # AT's column for the point 1 is all ones: the bias reaches each pixel once
     _, at2 = _transforms(m.dtype, m.device)
     y = torch.mm(at2, m.reshape(A * A, -1), out=ws.get("y", (M * M, b * tr * tw * c)))
     pixels = y.view(M, M, b, tr, tw, c).permute(2, 3, 0, 4, 1, 5)
+    if accumulate:
+        pixels = pixels.add_(dst)
     if relu:
         torch.clamp_min(pixels, 0, out=dst)
     else:

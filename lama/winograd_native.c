@@ -121,7 +121,7 @@ typedef struct {
     const void *bias;
     const void *halo;
     const void *res; /* output: added after the ReLU, same strides as dst */
-    int bf16, relu;
+    int bf16, relu, acc; /* output: acc adds dst's own values before the ReLU */
     long tr, tw, c, h, w, top, halo_row; /* input: map and band geometry */
     long c_lo;                      /* input: channels of v_lo */
     long t_all, sb, sr, sp, sq, ss; /* output: tile count and dst strides */
@@ -190,6 +190,11 @@ static void *output_job(void *arg) {
                 for (int k = 0; k < 16; k++)
                     for (int c = 0; c < n; c++) y[k][c] += bias[c];
             }
+            if (j->acc)
+                for (int k = 0; k < 16; k++) {
+                    load(j->dst, base + (k / 4) * j->sp + (k % 4) * j->ss + c0, j->bf16, rs, n);
+                    for (int c = 0; c < n; c++) y[k][c] += rs[c];
+                }
             if (j->relu)
                 for (int k = 0; k < 16; k++)
                     for (int c = 0; c < CB; c++) y[k][c] = y[k][c] > 0 ? y[k][c] : 0;
@@ -231,10 +236,11 @@ void lama_winograd_input(const void *x, const void *halo, void *v, void *v_lo, l
     run(&j, input_job, threads);
 }
 
-void lama_winograd_output(const void *m, void *dst, const void *bias, const void *res, int bf16, int relu, long b,
-                          long tr, long tw, long c, long sb, long sr, long sp, long sq, long ss, int threads) {
+void lama_winograd_output(const void *m, void *dst, const void *bias, const void *res, int bf16, int relu, int acc,
+                          long b, long tr, long tw, long c, long sb, long sr, long sp, long sq, long ss, int threads) {
     job j = {0};
-    j.src = m, j.dst = dst, j.bias = bias, j.res = res, j.bf16 = bf16, j.relu = relu, j.tr = tr, j.tw = tw, j.c = c;
+    j.src = m, j.dst = dst, j.bias = bias, j.res = res, j.bf16 = bf16, j.relu = relu, j.acc = acc, j.tr = tr;
+    j.tw = tw, j.c = c;
     j.t_all = b * tr * tw, j.sb = sb, j.sr = sr, j.sp = sp, j.sq = sq, j.ss = ss;
     run(&j, output_job, threads);
 }

@@ -9,6 +9,7 @@ import lama
 from lama.fast import FastGenerator, FastSpectral, supports
 from lama.generator import build_preset, generator_from_config
 from lama.inpainter import Inpainter
+from lama.winograd import Workspace
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +20,7 @@ def small():
 
 # (42, 40) and (22, 24): odd heights at the half-resolution level, so the head's last band meets the image's bottom
 # edge with a reflected row (in a band of 3 output rows, and of 2, whose input is then padded as a copy)
-@pytest.mark.parametrize(("h", "w"), [(64, 64), (40, 96), (128, 72), (16, 16), (42, 40), (22, 24)])
+@pytest.mark.parametrize(("h", "w"), [(64, 64), (40, 96), (128, 72), (16, 16), (42, 40), (22, 24), (32, 64)])
 @pytest.mark.parametrize("bands", ["one", "many"])
 @pytest.mark.parametrize("kernel", ["winograd", "direct"])
 def test_fast_generator_equals_the_reference(small, h, w, bands, kernel, monkeypatch):
@@ -30,6 +31,24 @@ def test_fast_generator_equals_the_reference(small, h, w, bands, kernel, monkeyp
     with torch.no_grad():
         ref = small(x)
     assert (FastGenerator(small, kernel=kernel)(x) - ref).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize(("h", "w"), [(64, 64), (32, 96)])
+def test_spectral_path_added_in_the_winograd_output_pass(small, h, w, monkeypatch):
+    """Where the blocks' maps are whole 4x4 tiles (8x8 and 4x12 here) the spectral path runs first and the
+    Winograd output pass adds it, ReLU and residual included: the same values as adding it after the conv."""
+    from lama.fast import WinogradKernel
+
+    x = torch.rand(2, 4, h, w)
+    fast = FastGenerator(small, kernel="winograd")
+    assert all(layer.conv.fuses_global(h // 8, w // 8) for block in fast.blocks for layer in (block.conv1, block.conv2))
+    fused = fast(x)
+    monkeypatch.setattr(WinogradKernel, "fuses_global", lambda self, h, w: False)
+    assert (fused - fast(x)).abs().max() <= 1e-6
+    with pytest.raises(ValueError, match="whole 4x4 tiles"):
+        layer = fast.blocks[0].conv1
+        t = torch.rand(1, 6, 6, layer.conv.u_local.shape[1])
+        layer.conv(t, torch.empty_like(t), Workspace(torch.float32, "cpu"), pre_global=lambda *a: None)
 
 
 def test_big_lama_structure_equals_the_reference():

@@ -80,6 +80,34 @@ def test_compiled_transforms_equal_the_float64_ones(dtype, b, h, w, c, top, tr, 
         assert ((o1[..., 1: 1 + c].double() - ref).abs() <= ref.abs() * 2 ** -8 + 1e-4).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("compiled", [True, False])
+def test_output_transform_adds_what_dst_holds_before_the_relu(dtype, compiled, monkeypatch):
+    """``accumulate``: relu(pixels + bias + dst's own values) + residual, the resnet layer's global outputs with the
+    spectral path's sum already in place; nothing written beside the channel slice."""
+    if compiled and native.library() is None:
+        pytest.skip("no compiled kernels on this machine")
+    gen = torch.Generator().manual_seed(5)
+    b, tr, tw, c = 2, 2, 3, 40
+    m, bias = torch.randn(36, b * tr * tw, c, generator=gen).to(dtype), torch.randn(c, generator=gen).to(dtype)
+    prior, res = (torch.randn(b, tr, 4, tw, 4, c + 2, generator=gen).mul(20).to(dtype) for _ in range(2))
+    monkeypatch.setenv("LAMA_NATIVE", "0")
+    pixels = torch.empty(b, tr, 4, tw, 4, c, dtype=torch.float64)  # the transform alone, then the sums by hand
+    winograd.output_tiles(m.double(), pixels, Workspace(torch.float64, "cpu"))
+    inner = slice(1, 1 + c)
+    expected = (pixels + bias.double() + prior[..., inner].double()).relu() + res[..., inner].double()
+    monkeypatch.setenv("LAMA_NATIVE", "1" if compiled else "0")
+    out = prior.clone()
+    winograd.output_tiles(m, out[..., inner], Workspace(dtype, "cpu"), bias, relu=True, residual=res[..., inner],
+                          accumulate=True)
+    # float32: ~1e-5 of values up to ~150; bfloat16: the compiled pass rounds once (half a step of the result),
+    # PyTorch's after each of its sums (a step of the largest term, each)
+    terms = pixels.abs() + bias.double().abs() + prior[..., inner].double().abs() + res[..., inner].double().abs()
+    tol = 1e-4 if dtype == torch.float32 else (expected.abs() if compiled else 4 * terms) * 2 ** -8 + 1e-4
+    assert ((out[..., inner].double() - expected).abs() <= tol).all()
+    assert torch.equal(out[..., 0], prior[..., 0]) and torch.equal(out[..., -1], prior[..., -1])
+
+
 @needs_compiler
 def test_built_once_then_loaded_from_the_cache(fresh, monkeypatch):
     assert native.library() is not None
