@@ -173,9 +173,21 @@ static void *input_job(void *arg) {
     return NULL;
 }
 
+/* The offset of pixel k (row k / 4, column k % 4) of the output tile at `base` */
+static inline long pixel(const job *j, long base, int k) { return base + (k / 4) * j->sp + (k % 4) * j->ss; }
+
+/* y += the tile's pixels in `src` (dst's strides), n channels from c0 */
+static inline void add_tile(const job *j, const void *src, long base, long c0, int n, float (*restrict y)[CB]) {
+    float a[CB];
+    for (int k = 0; k < 16; k++) {
+        load(src, pixel(j, base, k) + c0, j->bf16, a, n);
+        for (int c = 0; c < n; c++) y[k][c] += a[c];
+    }
+}
+
 static void *output_job(void *arg) {
     const job *j = arg;
-    float m[36][CB] = {{0}}, t[24][CB], y[16][CB], bias[CB] = {0}, rs[CB];
+    float m[36][CB] = {{0}}, t[24][CB], y[16][CB], bias[CB] = {0};
     long tiles = j->tr * j->tw;
     for (long t_ = j->t0; t_ < j->t1; t_++) {
         long b = t_ / tiles, r = t_ % tiles / j->tw, q = t_ % j->tw;
@@ -190,21 +202,12 @@ static void *output_job(void *arg) {
                 for (int k = 0; k < 16; k++)
                     for (int c = 0; c < n; c++) y[k][c] += bias[c];
             }
-            if (j->acc)
-                for (int k = 0; k < 16; k++) {
-                    load(j->dst, base + (k / 4) * j->sp + (k % 4) * j->ss + c0, j->bf16, rs, n);
-                    for (int c = 0; c < n; c++) y[k][c] += rs[c];
-                }
+            if (j->acc) add_tile(j, j->dst, base, c0, n, y);
             if (j->relu)
                 for (int k = 0; k < 16; k++)
                     for (int c = 0; c < CB; c++) y[k][c] = y[k][c] > 0 ? y[k][c] : 0;
-            if (j->res)
-                for (int k = 0; k < 16; k++) {
-                    load(j->res, base + (k / 4) * j->sp + (k % 4) * j->ss + c0, j->bf16, rs, n);
-                    for (int c = 0; c < n; c++) y[k][c] += rs[c];
-                }
-            for (int k = 0; k < 16; k++)
-                store(j->dst, base + (k / 4) * j->sp + (k % 4) * j->ss + c0, j->bf16, y[k], n);
+            if (j->res) add_tile(j, j->res, base, c0, n, y);
+            for (int k = 0; k < 16; k++) store(j->dst, pixel(j, base, k) + c0, j->bf16, y[k], n);
         }
     }
     return NULL;
