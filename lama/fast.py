@@ -23,6 +23,7 @@ no LFU); :func:`supports` says whether a generator has it, and other ones keep t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -34,7 +35,7 @@ from . import heap, native
 from .dft import dft_matrices
 from .ffc import FFC_BN_ACT, FFCResnetBlock, SpectralTransform
 from .generator import FFCResNetGenerator
-from .winograd import TILES_PER_BAND, M, Workspace, band_tiles, filter_transform, output_tiles
+from .winograd import TILES_PER_BAND, A, M, Workspace, band_tiles, output_tiles, taps, transform_filters
 
 if TYPE_CHECKING:
     import ctypes
@@ -49,6 +50,11 @@ HEAD_LEVELS = TAIL_LEVELS = 2  # downsamplings / upsamplings done in row bands w
 # (3% faster there than pocketfft; measured on an AMX Xeon). float16 (CUDA) keeps its FFTs in float32: a float16
 # spectrum can overflow, and no GPU has measured the products.
 DFT_MAX_SIDE = {torch.float32: 128, torch.bfloat16: 256}
+# Resnet block maps of at least this many pixels (batch included; inputs from 1536x1536) transform their Winograd
+# filters for each use instead of caching them (WinogradKernel.filters): the cache is 600 MB for Big LaMa in float32
+# and 300 MB in bfloat16, and it is not held while the largest maps are. The transforms are memory-bound, about
+# 0.11 s a pass on a 2-core EPYC: 0.4% of a 2048x2048 float32 pass there, 0.6% in bfloat16.
+STREAM_FILTER_PIXELS = 192 * 192
 
 
 def relu_add(y: torch.Tensor, x: torch.Tensor | None, bias: torch.Tensor | None = None) -> None:
@@ -243,10 +249,32 @@ class WinogradKernel(nn.Module):
                  b_g: torch.Tensor):
         super().__init__()
         self.n_l = w_l2l.shape[0]
-        self.register_buffer("u_local", filter_transform(torch.cat([w_l2l, w_g2l], 1)))  # [36, C, n_l]
-        self.register_buffer("u_l2g", filter_transform(w_l2g))  # [36, n_l, C_g]
+        # the 3x3 weights are kept; their transforms (4x the size: 600 MB for Big LaMa in float32) are made on first
+        # use and cached (filters), or, for large maps, made for each use into the pass's workspace
+        self.register_buffer("taps_local", taps(torch.cat([w_l2l, w_g2l], 1)))  # [9, C, n_l]
+        self.register_buffer("taps_l2g", taps(w_l2g))  # [9, n_l, C_g]
         self.register_buffer("b_local", b_l)
         self.register_buffer("b_global", b_g)
+        self._filters: tuple[object, torch.Tensor, torch.Tensor] | None = None  # (taps' identity, u_local, u_l2g)
+
+    def filters(self, ws: Workspace) -> tuple[torch.Tensor, torch.Tensor]:
+        """The transformed filters ``[36, C, n_l]`` and ``[36, n_l, C_g]``: cached, made again where the taps
+        changed (moved, converted), or, where ``ws.stream_filters``, made into ``ws``'s buffers (the cache
+        dropped)."""
+        t_l, t_g = self.taps_local, self.taps_l2g
+        if ws.stream_filters:
+            self._filters = None
+            return (transform_filters(t_l, ws.get("u_local", (A * A, *t_l.shape[1:]))),
+                    transform_filters(t_g, ws.get("u_l2g", (A * A, *t_g.shape[1:]))))
+        key = [(t.data_ptr(), t.dtype, t.device) for t in (t_l, t_g)]
+        if self._filters is None or self._filters[0] != key:
+            self._filters = None  # the old ones freed first
+            self._filters = (key, *(transform_filters(t, t.new_empty(A * A, *t.shape[1:])) for t in (t_l, t_g)))
+        return self._filters[1], self._filters[2]
+
+    def drop_filters(self) -> None:
+        """Free the cached transformed filters (:meth:`filters` makes them again when needed)."""
+        self._filters = None
 
     def fuses_global(self, h: int, w: int) -> bool:
         """Whether :meth:`forward` takes ``pre_global`` on an ``h`` x ``w`` map: where the outputs go straight
@@ -270,6 +298,7 @@ class WinogradKernel(nn.Module):
             raise ValueError(f"pre_global needs whole 4x4 tiles, not a {h}x{w} map")
         step = max(1, TILES_PER_BAND // (2 if x.dtype == torch.float32 else 1) // (b * tw))
         in_place = out.data_ptr() == x.data_ptr()
+        u_local, u_l2g = self.filters(ws)
         for r0 in range(0, th, step):
             r1 = min(th, r0 + step)
             tr = r1 - r0
@@ -278,8 +307,8 @@ class WinogradKernel(nn.Module):
             v, v_l = band_tiles(x, M * r0 - 1, tr, ws, halo, lo=n_l, copy_lo=x.dtype != torch.float32)
             if in_place and r1 < th:
                 ws.get("halo", (b, w, c)).copy_(x[:, M * r1 - 1])  # after this band's tiles have read the last one
-            m_l = torch.bmm(v, self.u_local, out=ws.get("m_local", (v.shape[0], v.shape[1], n_l)))
-            m_g = torch.bmm(v_l, self.u_l2g, out=ws.get("m_global", (v.shape[0], v.shape[1], c - n_l)))
+            m_l = torch.bmm(v, u_local, out=ws.get("m_local", (v.shape[0], v.shape[1], n_l)))
+            m_g = torch.bmm(v_l, u_l2g, out=ws.get("m_global", (v.shape[0], v.shape[1], c - n_l)))
             dst = out[:, M * r0: M * r1].view(b, tr, M, tw, M, c) if whole else ws.get("dst", (b, tr, M, tw, M, c))
             res = residual[:, M * r0: M * r1].view(b, tr, M, tw, M, c) if whole and residual is not None else None
             res_l, res_g = (None, None) if res is None else (res[..., :n_l], res[..., n_l:])
@@ -531,8 +560,8 @@ class FastGenerator(nn.Module):
 
     def __init__(self, gen: FFCResNetGenerator, kernel: str | None = None, dtype: torch.dtype | None = None):
         """``dtype``: the dtype to run in. Each resnet block is converted as soon as it is built (its BatchNorms
-        folded in float32 first), so the float32 Winograd filters of all blocks (600 MB for Big LaMa) never
-        exist at once: the load's peak memory in bfloat16."""
+        folded in float32 first), so the float32 weights of all blocks never exist at once: the load's peak memory
+        in bfloat16. The Winograd filters are transformed on first use (:meth:`WinogradKernel.filters`)."""
         super().__init__()
         if not supports(gen):
             raise ValueError("FastGenerator rebuilds the published LaMa structure only; use the generator itself")
@@ -674,6 +703,15 @@ class FastGenerator(nn.Module):
         x = inputs.pop()
         if x.device.type == "cpu":
             heap.keep_freed_memory()  # freed layers' memory reused, not page-faulted in afresh (lama.heap)
+        b, _, h, w = x.shape
+        f = 2 ** (len(self.down) + 1)  # the stride-2 convs before the blocks (down, split_conv)
+        block_map = (b, -(-h // f), -(-w // f), self.split_conv.out_channels)
+        stream = math.prod(block_map[:3]) >= STREAM_FILTER_PIXELS
+        if stream:  # large maps: the cached filters and the heap's free memory handed back before the head, a peak too
+            for k in self.modules():
+                if isinstance(k, WinogradKernel):
+                    k.drop_filters()
+            heap.release_freed_memory(math.prod(block_map) * x.element_size())
         x = self._head(x.contiguous(memory_format=CL))
         heap.release_freed_memory(x.numel() * x.element_size())  # the head's bands, where the maps are large
         for d in self.down[HEAD_LEVELS:]:
@@ -682,7 +720,7 @@ class FastGenerator(nn.Module):
         y = conv2d_reflect(x, self.split_conv.weight, self.split_conv.bias, 2, self.split_pad, relu=True)
         del x
         x = y.permute(0, 2, 3, 1)  # [B, H, W, C], local channels first: a view
-        ws = Workspace(x.dtype, x.device)
+        ws = Workspace(x.dtype, x.device, stream_filters=stream)
         spare = [torch.empty_like(x) if KERNELS[self.kernel].in_place else None]
         for block in self.blocks:
             x = block(x, spare, ws)

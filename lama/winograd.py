@@ -52,19 +52,29 @@ BIAS = 1 * A + 1
 TILES_PER_BAND = 256
 
 
-def filter_transform(weight: torch.Tensor) -> torch.Tensor:
-    """``[C_out, C_in, 3, 3]`` weights -> ``[36, C_in, C_out]``, in the weights' dtype.
+def taps(weight: torch.Tensor) -> torch.Tensor:
+    """``[C_out, C_in, 3, 3]`` weights -> ``[9, C_in, C_out]`` (a copy): the layout :func:`transform_filters` reads."""
+    return weight.permute(2, 3, 1, 0).reshape(R * R, weight.shape[1], weight.shape[0])
 
-    Done one output channel block at a time: for Big LaMa this is 600 MB of filters, and whole-layer
-    temporaries would leave holes in the heap that the process keeps.
-    """
-    g = torch.tensor(G, dtype=weight.dtype, device=weight.device)
-    c_out, c_in = weight.shape[:2]
-    u = weight.new_empty(A * A, c_in, c_out)
-    for o in range(0, c_out, 32):
-        part = g @ weight[o: o + 32] @ g.T  # [32, C_in, 6, 6]
-        u[:, :, o: o + 32] = part.permute(2, 3, 1, 0).reshape(A * A, c_in, -1)
-    return u
+
+def transform_filters(taps: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out`` (``[36, C_in, C_out]``) = ``G g G^T`` of every filter in ``taps`` (``[9, C_in, C_out]``), as one
+    ``[36, 9]`` product, computed in float32 (float64 for float64 taps) and rounded to ``out``'s dtype once: the
+    matrix's entries (1/6, 1/24, ...) are not exact in bfloat16. Memory-bound: about 1 ms per Big LaMa layer."""
+    ct = torch.float64 if taps.dtype == torch.float64 else torch.float32
+    g = torch.tensor(G, dtype=torch.float64)
+    gg = torch.einsum("ia,jb->ijab", g, g).reshape(A * A, R * R).to(taps.device, ct)
+    flat = taps.reshape(R * R, -1)
+    if out.dtype == ct:
+        return torch.mm(gg, flat, out=out.view(A * A, -1)).view(out.shape)
+    out.view(A * A, -1).copy_(torch.mm(gg, flat.to(ct)))
+    return out
+
+
+def filter_transform(weight: torch.Tensor) -> torch.Tensor:
+    """``[C_out, C_in, 3, 3]`` weights -> ``[36, C_in, C_out]``, in the weights' dtype."""
+    t = taps(weight)
+    return transform_filters(t, t.new_empty(A * A, *t.shape[1:]))
 
 
 class Workspace:
@@ -73,10 +83,14 @@ class Workspace:
     A fresh tensor of more than a few MB is fresh memory from the OS, and its first touch costs a
     page fault per 4 KB page: at 2048x2048 that was a fifth of the run time. Reusing buffers also
     keeps the peak memory flat.
+
+    ``stream_filters``: layers transform their Winograd filters into this workspace's buffers for each use instead
+    of keeping them (:meth:`lama.fast.WinogradKernel.filters`), for passes whose maps are large.
     """
 
-    def __init__(self, dtype: torch.dtype, device: torch.device | str):
+    def __init__(self, dtype: torch.dtype, device: torch.device | str, stream_filters: bool = False):
         self.dtype, self.device = dtype, device
+        self.stream_filters = stream_filters
         self._bufs: dict[str, torch.Tensor] = {}
         self._memo: dict[object, object] = {}
 

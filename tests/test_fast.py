@@ -47,7 +47,7 @@ def test_spectral_path_added_in_the_winograd_output_pass(small, h, w, monkeypatc
     assert (fused - fast(x)).abs().max() <= 1e-6
     with pytest.raises(ValueError, match="whole 4x4 tiles"):
         layer = fast.blocks[0].conv1
-        t = torch.rand(1, 6, 6, layer.conv.u_local.shape[1])
+        t = torch.rand(1, 6, 6, layer.conv.taps_local.shape[1])
         layer.conv(t, torch.empty_like(t), Workspace(torch.float32, "cpu"), pre_global=lambda *a: None)
 
 
@@ -232,3 +232,35 @@ def test_matrix_product_weights_stay_contiguous(small, dtype):
     for m in fast.modules():
         if isinstance(m, FastSpectral):
             assert all(t.is_contiguous() for t in (m.w1, m.w2, m.w_fu, m.b_fu))
+
+
+def _cached(fast):
+    from lama.fast import WinogradKernel
+
+    return [k._filters is not None for k in fast.modules() if isinstance(k, WinogradKernel)]
+
+
+def test_filters_streamed_for_large_maps_give_the_cached_filters_output(small, monkeypatch):
+    """Blocks' maps of STREAM_FILTER_PIXELS and more (batch included) transform the Winograd filters for each use,
+    none kept after the pass; smaller ones cache them. Same values either way."""
+    monkeypatch.setattr("lama.fast.STREAM_FILTER_PIXELS", 2 * 8 * 8)
+    fast = FastGenerator(small, kernel="winograd")
+    x = torch.rand(2, 4, 64, 64)  # blocks' maps 2 x 8x8: streamed
+    small_x = x[:, :, :56].contiguous()  # 2 x 7x8: cached
+    cached_small = fast(small_x)
+    assert all(_cached(fast)) and _cached(fast)
+    streamed = fast(x)
+    assert not any(_cached(fast))
+    assert torch.equal(fast(small_x), cached_small) and all(_cached(fast))
+    monkeypatch.setattr("lama.fast.STREAM_FILTER_PIXELS", 10**9)
+    assert torch.equal(fast(x), streamed)
+
+
+def test_cached_filters_follow_the_weights_dtype(small):
+    """A fast generator converted after a pass transforms its filters again, as one built in that dtype."""
+    fast = FastGenerator(small, kernel="winograd")
+    x = torch.rand(1, 4, 32, 32)
+    fast(x)
+    fast.to(torch.bfloat16)
+    expected = FastGenerator(small, kernel="winograd", dtype=torch.bfloat16)(x.bfloat16())
+    assert torch.equal(fast(x.bfloat16()), expected)

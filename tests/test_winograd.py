@@ -60,3 +60,17 @@ def test_workspace_reuses_its_buffers():
     b = ws.get("x", (2, 3))
     assert b.data_ptr() == a.data_ptr() and b.shape == (2, 3)
     assert ws.get("x", (10, 10)).numel() == 100  # grows when asked for more
+
+
+def test_bfloat16_filters_transformed_in_float32_and_rounded_once():
+    """The transform's entries (1/6, 1/24, ...) are not exact in bfloat16: the filters are computed in float32 from
+    the bfloat16 taps and rounded once, so each is within half a bfloat16 step of the exact value (plus float32's
+    error on the sum of its terms; a bfloat16 product errs by about 2**-9 of that sum)."""
+    t = torch.randn(9, 64, 32).bfloat16()
+    out = winograd.transform_filters(t, torch.empty(A * A, 64, 32, dtype=torch.bfloat16)).double()
+    exact = winograd.transform_filters(t.double(), torch.empty(A * A, 64, 32, dtype=torch.float64))
+    g = torch.tensor(winograd.G, dtype=torch.float64)
+    gg = torch.einsum("ia,jb->ijab", g, g).reshape(A * A, 9)
+    terms = (gg.abs() @ t.double().abs().view(9, -1)).view(exact.shape)
+    half_step = 2.0 ** (torch.floor(torch.log2(exact.abs().clamp_min(1e-30))) - 8)
+    assert ((out - exact).abs() <= half_step + 1e-6 * terms).all()
