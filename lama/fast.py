@@ -267,10 +267,12 @@ class WinogradKernel(nn.Module):
             return (transform_filters(t_l, ws.get("u_local", (A * A, *t_l.shape[1:]))),
                     transform_filters(t_g, ws.get("u_l2g", (A * A, *t_g.shape[1:]))))
         key = [(t.data_ptr(), t.dtype, t.device) for t in (t_l, t_g)]
-        if self._filters is None or self._filters[0] != key:
-            self._filters = None  # the old ones freed first
-            self._filters = (key, *(transform_filters(t, t.new_empty(A * A, *t.shape[1:])) for t in (t_l, t_g)))
-        return self._filters[1], self._filters[2]
+        cached = self._filters
+        if cached is None or cached[0] != key:
+            cached = self._filters = None  # the old ones freed first
+            made = (transform_filters(t, t.new_empty(A * A, *t.shape[1:])) for t in (t_l, t_g))
+            cached = self._filters = (key, *made)
+        return cached[1], cached[2]
 
     def drop_filters(self) -> None:
         """Free the cached transformed filters (:meth:`filters` makes them again when needed)."""
